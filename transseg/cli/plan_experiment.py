@@ -1,0 +1,55 @@
+"""transseg_plan_experiment -d 3"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from ..planning.entrypoints import run_plan_experiment
+from ..planning.planner import PlannerOptions
+from .common import add_root_arguments, add_verbosity, run_cli
+
+
+def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = PlannerOptions()
+    parser.add_argument("--backbone", default=defaults.backbone, help="timm model name")
+    parser.add_argument("--pretrained_file", default=None,
+                        help="local pre-trained weights (.pth/.bin/.safetensors) for offline machines")
+    parser.add_argument("--no_pretrained", action="store_true", help="random initialisation ('w/o T')")
+    parser.add_argument("--ct_clip", choices=("foreground", "paper"), default=defaults.ct_clip,
+                        help="CT clip window: foreground 0.5/99.5 percentiles, or the paper's [-175, 250]")
+    parser.add_argument("--slices", type=int, default=defaults.window_slices, help="window size K (default 5)")
+    parser.add_argument("--decoder_channels", type=int, default=None, help="UPerNet width")
+    parser.add_argument("-gpu_memory_target", "--gpu_memory_target", type=float,
+                        default=defaults.gpu_memory_target_gb, help="GPU memory to plan for, GB")
+    parser.add_argument("--min_resolution", type=int, default=defaults.min_resolution,
+                        help="smallest in-plane input side (default 224)")
+
+
+def planner_options(args: argparse.Namespace) -> PlannerOptions:
+    return PlannerOptions(
+        backbone=args.backbone, pretrained=None if args.no_pretrained else "timm",
+        pretrained_file=args.pretrained_file, ct_clip=args.ct_clip, window_slices=args.slices,
+        decoder_channels=args.decoder_channels, gpu_memory_target_gb=args.gpu_memory_target,
+        min_resolution=args.min_resolution,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transseg_plan_experiment",
+                                     description="Write plans.json from the dataset fingerprint.")
+    parser.add_argument("-d", "--dataset", required=True, nargs="+", help="dataset id(s)")
+    add_planner_arguments(parser)
+    add_root_arguments(parser, "raw", "preprocessed")
+    add_verbosity(parser)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    def body(args):
+        for dataset in args.dataset:
+            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, planner_options(args))
+    return run_cli(body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
