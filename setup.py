@@ -21,7 +21,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "safetensors"],
+        "test": ["pytest>=7", "safetensors", "torchprofile"],
         "flops": ["torchprofile"],
     },
     entry_points={

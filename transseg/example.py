@@ -121,6 +121,7 @@ def make_example_task(raw_root: Path, settings: ExampleSettings = ExampleSetting
             test.append(f"./imagesTs/{name}")
         else:
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    (folder / "imagesTs").mkdir(parents=True, exist_ok=True)   # MSD tasks always have one
     modality = {"0": "CT"} if settings.modality == "CT" else {"0": "T2", "1": "ADC"}
     meta = {
         "name": settings.name,
