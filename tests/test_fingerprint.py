@@ -72,3 +72,20 @@ def test_existing_fingerprint_kept_unless_clean(ct_task, roots):
     assert json.loads(path.read_text()) == {"marker": True}
     assert extract_fingerprint_main(["-d", "99", "--clean"]) == 0
     assert "cases" in json.loads(path.read_text())
+
+
+def test_real_spine_ct_fingerprint(tmp_path):
+    from test_integrity import _real_task
+    labels = {"0": "background", "21": "L2", "22": "L3", "23": "L4"}
+    folder = _real_task(tmp_path, "sub-ct_label-22_ct.nii.gz", "sub-ct_seg-vert_label-22_msk.nii.gz", labels)
+    fingerprint = extract_fingerprint(load_dataset(folder), "Dataset050_Real")
+    case = fingerprint["cases"][0]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / "case.nii.gz")))
+    assert case["orientation"] == "PIR" and case["spacing"] == pytest.approx([1.5, 1.5, 1.5])
+    assert case["shape_before_crop"] == [73, 47, 73]
+    assert sorted(case["labels"]) == ["0", "21", "22", "23"]
+    assert case["labels"]["22"]["voxels"] == int((label == 22).sum())
+    assert case["labels"]["22"]["slices"] == [int(np.any(label == 22, axis=tuple(a for a in range(3) if a != k)).sum())
+                                              for k in range(3)]
+    assert fingerprint["channels"][0]["modality"] == "CT"
+    assert fingerprint["channels"][0]["foreground_intensity"]["percentile_99_5"] > 300   # bone in HU
