@@ -172,13 +172,21 @@ def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, compress:
         sitk.WriteImage(make_image(array, geometry), str(temporary), useCompression=compress)
 
 
+AXIS_OF_LETTER = {"L": "LR", "R": "LR", "P": "AP", "A": "AP", "I": "IS", "S": "IS"}
+
+
+def anatomical_axes(orientation: str) -> list[str]:
+    """The anatomical axis ('LR', 'AP', 'IS') each numpy axis (z, y, x) of an image runs along."""
+    return [AXIS_OF_LETTER[orientation.upper()[2 - k]] for k in range(3)]
+
+
 def orientation_permutation(source: str, target: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """How to turn an array in ``source`` orientation into ``target`` orientation (numpy axis order).
 
     Returns (axes, flips): ``np.transpose(a, axes)`` then flip the axes marked True. Codes are in
     SimpleITK's x, y, z order; the returned permutation is in numpy's z, y, x order.
     """
-    pairs = {"L": "LR", "R": "LR", "P": "AP", "A": "AP", "I": "IS", "S": "IS"}
+    pairs = AXIS_OF_LETTER
     source_xyz, target_xyz = source.upper(), target.upper()
     axes_xyz, flips_xyz = [], []
     for letter in target_xyz:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..io import orientation_permutation
+from ..io import anatomical_axes, orientation_permutation
 from ..paths import TranssegError
 from .backbones import describe_backbone
 from .memory import batch_size_for_target, estimate_memory
@@ -39,12 +39,6 @@ class PlannerOptions:
     gpu_memory_target_gb: float = 24.0
     global_batch_size: int = 16
     min_resolution: int = MIN_RESOLUTION     # tests and CPU demos with tiny backbones plan smaller inputs
-
-
-def _axis_letters(orientation: str) -> list[str]:
-    """The anatomical axis ('LR', 'AP', 'IS') each numpy axis (z, y, x) runs along."""
-    pairs = {"L": "LR", "R": "LR", "A": "AP", "P": "AP", "I": "IS", "S": "IS"}
-    return [pairs[orientation[2 - k]] for k in range(3)]
 
 
 def _oriented_cases(cases: list[dict], target: Optional[str]) -> list[dict]:
@@ -73,7 +67,7 @@ def choose_orientation(cases: list[dict], decisions: list[str]) -> Optional[str]
 def choose_slice_axis(median_spacing: np.ndarray, orientation: str, decisions: list[str]) -> int:
     coarsest = median_spacing.max()
     tied = [a for a in range(3) if median_spacing[a] >= coarsest * (1 - SPACING_TIE_TOLERANCE)]
-    letters = _axis_letters(orientation)
+    letters = anatomical_axes(orientation)
     axis = min(tied, key=lambda a: ORIENTATION_PREFERENCE.index(letters[a]))
     reason = ("the coarsest" if len(tied) == 1 else
               f"tied coarsest with axes {tied}; the {letters[axis]} axis is preferred ({orientation})")
