@@ -115,7 +115,8 @@ def test_memory_model_sets_batch_size():
     assert 80e6 < backbone.parameter_count() < 95e6          # BEiT-Base has 86 M parameters
     sizes = [batch_size_for_target(estimate, target, 16) for target in (4, 8, 16, 24, 80)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] == 16
-    assert all(16 % s == 0 for s in sizes)
+    assert all(16 % s == 0 and s >= 2 for s in sizes)
+    assert batch_size_for_target(estimate, 1, 16) == 2        # nothing fits 1 GB: the smallest trainable batch
     small = plan_experiment(fingerprint([(2.0, 0.8, 0.8)], [(50, 512, 512)]), PlannerOptions(gpu_memory_target_gb=6))
     large = plan_experiment(fingerprint([(2.0, 0.8, 0.8)], [(50, 512, 512)]), PlannerOptions(gpu_memory_target_gb=80))
     assert small.training.batch_size_per_gpu < large.training.batch_size_per_gpu == 16

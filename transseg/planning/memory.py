@@ -63,9 +63,12 @@ def estimate_memory(backbone: BackboneSpec, resolution: tuple[int, int], window_
     return MemoryEstimate(parameters, 16 * parameters + WORKSPACE_BYTES, encoder + decoder + model_input)
 
 
+MIN_BATCH_SIZE = 2   # UPerNet's pyramid pooling normalises a 1x1 map: batch norm needs two samples
+
+
 def batch_size_for_target(estimate: MemoryEstimate, target_gb: float, global_batch_size: int) -> int:
-    """The largest divisor of the global batch whose estimate fits the target; 1 if none does."""
+    """The largest divisor of the global batch (at least 2) whose estimate fits the target; 2 if none does."""
     budget = SAFETY_FRACTION * target_gb * GIB
-    fitting = [b for b in range(1, global_batch_size + 1)
+    fitting = [b for b in range(MIN_BATCH_SIZE, global_batch_size + 1)
                if global_batch_size % b == 0 and estimate.total_bytes(b) <= budget]
-    return max(fitting, default=1)
+    return max(fitting, default=min(MIN_BATCH_SIZE, global_batch_size))

@@ -172,6 +172,9 @@ def plan_training(backbone, data: DataPlan, channels: int, decoder_channels: int
                                decoder_channels, len(data.label_values))
     batch = batch_size_for_target(estimate, options.gpu_memory_target_gb, options.global_batch_size)
     accumulation = math.ceil(options.global_batch_size / batch)
+    if estimate.total_gb(batch) > options.gpu_memory_target_gb:
+        decisions.append(f"batch: even the smallest batch ({batch}, batch norm needs two windows) is estimated at "
+                         f"{estimate.total_gb(batch):.1f} GB, above the {options.gpu_memory_target_gb:g} GB target")
     decisions.append(f"batch: {batch} windows per GPU step (memory model: {estimate.total_gb(batch):.1f} GB of a "
                      f"{options.gpu_memory_target_gb:g} GB target, an estimate); global batch "
                      f"{options.global_batch_size} reached by {accumulation}x accumulation on one GPU")
