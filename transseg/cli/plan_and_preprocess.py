@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fingerprint_arguments(parser)
     add_planner_arguments(parser)
     parser.add_argument("--no_preprocessing", action="store_true", help="stop after planning")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo preprocessed cases even when they match the current plans")
     return parser
 
 
@@ -24,7 +26,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for dataset in args.dataset:
             run_extract_fingerprint(dataset, args.raw_root, args.preprocessed_root, args.num_processes,
                                     args.verify_dataset_integrity, args.clean)
-            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, planner_options(args))
+            plans_file = run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, planner_options(args))
+            if not args.no_preprocessing:
+                from ..preprocessing.entrypoints import run_preprocess
+                run_preprocess(dataset, args.raw_root, args.preprocessed_root, args.num_processes,
+                               args.overwrite, plans_file.stem)
     return run_cli(body, build_parser(), argv)
 
 
