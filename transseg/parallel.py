@@ -62,7 +62,7 @@ def run_cases(function: Callable[[Any], Any], named_arguments: Iterable[tuple[st
                     try:
                         result, error = future.result()
                     except BrokenProcessPool:
-                        result, error = None, ("its worker process died (killed by the system, "
+                        result, error = None, ("lost: a worker process died (killed by the system, "
                                                "often for lack of memory; try fewer processes with -np)")
                     outcomes[index] = Outcome(items[index][0], result, error)
                     progress.update()

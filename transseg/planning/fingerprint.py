@@ -44,7 +44,12 @@ def intensity_statistics(values: np.ndarray) -> dict:
 
 def label_statistics(seg: np.ndarray) -> dict[str, dict]:
     """Per label value: voxel count, and in how many slices along each array axis it occurs."""
-    values, counts = np.unique(seg, return_counts=True)
+    if np.issubdtype(seg.dtype, np.integer) and seg.size and seg.min() >= 0:
+        all_counts = np.bincount(seg.ravel())          # a counting pass; np.unique would sort
+        values = np.flatnonzero(all_counts)
+        counts = all_counts[values]
+    else:
+        values, counts = np.unique(seg, return_counts=True)
     stats = {}
     for value, count in zip(values.tolist(), counts.tolist()):
         mask = seg == value
