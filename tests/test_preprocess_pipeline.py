@@ -159,5 +159,5 @@ def test_dead_worker_is_reported_not_a_hang(ct_task, roots, monkeypatch):
         return real(case, data_plan)
 
     monkeypatch.setattr(entrypoints, "preprocess_case", dies_on_one_case)   # forked workers inherit it
-    with pytest.raises(TranssegError, match=r"example_001: its worker process died"):
+    with pytest.raises(TranssegError, match=r"example_001: lost: a worker process died"):
         run_preprocess(99, num_processes=2)
