@@ -15,6 +15,14 @@ def add_root_arguments(parser: argparse.ArgumentParser, *kinds: str) -> None:
                             help=f"{kind} data root (default: $TRANSSEG_{kind})")
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser, num_processes: bool = True) -> None:
+    """``-d`` (one or more dataset ids) and, for stages that work per case, ``-np``."""
+    parser.add_argument("-d", "--dataset", required=True, nargs="+",
+                        help="dataset id(s): 3, Task03_Liver or Dataset003_Liver")
+    if num_processes:
+        parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+
+
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

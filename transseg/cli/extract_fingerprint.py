@@ -5,13 +5,11 @@ import argparse
 from typing import Optional, Sequence
 
 from ..planning.entrypoints import run_extract_fingerprint
-from .common import add_root_arguments, add_verbosity, run_cli
+from .common import add_dataset_arguments, add_root_arguments, add_verbosity, run_cli
 
 
 def add_fingerprint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-d", "--dataset", required=True, nargs="+",
-                        help="dataset id(s): 3, Task03_Liver or Dataset003_Liver")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_dataset_arguments(parser)
     parser.add_argument("--verify_dataset_integrity", action="store_true",
                         help="check every case first and report all problems")
     parser.add_argument("--clean", action="store_true", help="recompute an existing fingerprint")

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from ..planning.entrypoints import run_plan_experiment
 from ..planning.planner import PlannerOptions
-from .common import add_root_arguments, add_verbosity, run_cli
+from .common import add_dataset_arguments, add_root_arguments, add_verbosity, run_cli
 
 
 def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def planner_options(args: argparse.Namespace) -> PlannerOptions:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transseg_plan_experiment",
                                      description="Write plans.json from the dataset fingerprint.")
-    parser.add_argument("-d", "--dataset", required=True, nargs="+", help="dataset id(s)")
+    add_dataset_arguments(parser, num_processes=False)
     add_planner_arguments(parser)
     add_root_arguments(parser, "raw", "preprocessed")
     add_verbosity(parser)

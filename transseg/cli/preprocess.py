@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import add_root_arguments, add_verbosity, run_cli
+from .common import add_dataset_arguments, add_root_arguments, add_verbosity, run_cli
 
 
 def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +16,7 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transseg_preprocess",
                                      description="Crop, resample and normalise every training case as planned.")
-    parser.add_argument("-d", "--dataset", required=True, nargs="+",
-                        help="dataset id(s): 3, Task03_Liver or Dataset003_Liver")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_dataset_arguments(parser)
     add_preprocess_arguments(parser)
     add_root_arguments(parser, "raw", "preprocessed")
     add_verbosity(parser)
