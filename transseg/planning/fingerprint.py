@@ -16,6 +16,7 @@ import numpy as np
 from ..cropping import box_shape, box_slices, nonzero_bounding_box
 from ..dataset import CaseFiles, DatasetSpec, read_case
 from ..parallel import raise_on_failures, run_cases
+from ..paths import TranssegError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ def fingerprint_path(preprocessed_dataset_folder: Path) -> Path:
 def check_fingerprint(fingerprint: dict, path: Optional[Path] = None) -> dict:
     version = fingerprint.get("schema_version")
     if version != FINGERPRINT_VERSION:
-        from ..paths import TranssegError
         raise TranssegError(f"{path or 'fingerprint'}: schema version {version}, this TransSeg reads "
                             f"{FINGERPRINT_VERSION}; rerun transseg_extract_fingerprint.")
     return fingerprint

@@ -183,6 +183,8 @@ def read_window(array: np.ndarray, centre: int, slices: int = 5, stride: int = 1
     count = array.shape[axis]
     if stride < 1 or slices < 1:
         raise ValueError(f"a window needs slices >= 1 and stride >= 1 (got {slices}, {stride})")
+    if mode not in ("clamp", "constant"):
+        raise ValueError(f"unknown window mode '{mode}' (expected 'clamp' or 'constant')")
     if not 0 <= centre < count:
         raise IndexError(f"centre slice {centre} is outside 0..{count - 1}")
     raw = window_indices(count, centre, slices, stride, mode="constant")
@@ -192,8 +194,6 @@ def read_window(array: np.ndarray, centre: int, slices: int = 5, stride: int = 1
     array = np.asarray(array)   # copies below are plain in-memory arrays, not memmap look-alikes
     if mode == "clamp":
         return np.take(array, np.clip(raw, 0, count - 1), axis=axis)
-    if mode != "constant":
-        raise ValueError(f"unknown window mode '{mode}' (expected 'clamp' or 'constant')")
     shape = list(array.shape)
     shape[axis] = slices
     window = np.full(shape, pad_value, dtype=array.dtype)

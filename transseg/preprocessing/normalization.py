@@ -18,20 +18,29 @@ import numpy as np
 from ..planning.plans import ChannelNormalization
 
 
+def _ct_window(channel: np.ndarray, scheme: ChannelNormalization) -> tuple[float, float]:
+    if not scheme.clip or len(scheme.clip) != 2:
+        raise ValueError("a 'ct' normalisation needs clip: [low, high]")
+    return float(scheme.clip[0]), float(scheme.clip[1])
+
+
+def _mr_robust_window(channel: np.ndarray, scheme: ChannelNormalization) -> tuple[float, float]:
+    values = channel[channel != 0]
+    if values.size == 0:
+        return 0.0, 0.0
+    low, high = np.percentile(values, scheme.percentiles or [0.5, 99.5])
+    return float(min(0.0, low)), float(high)
+
+
+# scheme name -> how one case's (low, high) window is found
+WINDOWS = {"ct": _ct_window, "mr_robust": _mr_robust_window}
+
+
 def intensity_window(channel: np.ndarray, scheme: ChannelNormalization) -> tuple[float, float]:
     """The (low, high) window of one channel of one case."""
-    if scheme.scheme == "ct":
-        if not scheme.clip or len(scheme.clip) != 2:
-            raise ValueError("a 'ct' normalisation needs clip: [low, high]")
-        return float(scheme.clip[0]), float(scheme.clip[1])
-    if scheme.scheme == "mr_robust":
-        percentiles = scheme.percentiles or [0.5, 99.5]
-        values = channel[channel != 0]
-        if values.size == 0:
-            return 0.0, 0.0
-        low, high = np.percentile(values, percentiles)
-        return float(min(0.0, low)), float(high)
-    raise ValueError(f"unknown normalisation scheme '{scheme.scheme}' (expected 'ct' or 'mr_robust')")
+    if scheme.scheme not in WINDOWS:
+        raise ValueError(f"unknown normalisation scheme '{scheme.scheme}' (expected one of {sorted(WINDOWS)})")
+    return WINDOWS[scheme.scheme](channel, scheme)
 
 
 def normalize_inplace(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -22,8 +22,8 @@ from ..io import Geometry, orientation_permutation, write_image
 from ..paths import TranssegError
 from ..planning.plans import DataPlan
 from .normalization import intensity_window, normalization_record, normalize_inplace
-from .resampling import (DATA_INTERPOLATIONS, LABEL_INTERPOLATIONS, resample_labels, resample_labels_nearest,
-                         resample_volume, resampled_size)
+from .resampling import (DATA_INTERPOLATIONS, LABEL_INTERPOLATIONS, argmax_of_resampled, resample_labels,
+                         resample_labels_nearest, resample_volume, resampled_size)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -182,18 +182,6 @@ def preprocess_case(case: CaseFiles, plan: DataPlan) -> tuple[np.ndarray, Option
 
 
 # ----------------------------------------------------------------------------------------- inverse
-def _scores_to_classes(scores: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Resample per-class scores (K, Z, Y, X) linearly to ``shape`` and take the arg-max."""
-    best = np.full(tuple(shape), -np.inf, np.float32)
-    classes = np.zeros(tuple(shape), smallest_unsigned(scores.shape[0] - 1))
-    for index, score in enumerate(scores):
-        resampled = resample_volume(score, shape, "linear")
-        better = resampled > best
-        classes[better] = index
-        np.maximum(best, resampled, out=best)
-    return classes
-
-
 def restore_segmentation(prediction: np.ndarray, properties: dict) -> np.ndarray:
     """Put a prediction on the preprocessed grid back onto the original file's grid, as label values.
 
@@ -206,7 +194,8 @@ def restore_segmentation(prediction: np.ndarray, properties: dict) -> np.ndarray
         raise TranssegError(f"prediction shape {prediction.shape} does not match the preprocessed grid {shape_after}.")
     shape_before = properties["shape_before_resampling"]
     if prediction.ndim == 4:
-        classes = _scores_to_classes(prediction, shape_before)
+        classes = argmax_of_resampled(enumerate(prediction), shape_before,
+                                      smallest_unsigned(prediction.shape[0] - 1))
     else:
         classes = resample_labels_nearest(prediction, shape_before)
     classes = classes.transpose(np.argsort(properties["slice_first_order"]))

@@ -15,7 +15,7 @@ worker processes would pay seconds for it.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -144,25 +144,31 @@ def resample_labels_nearest(seg: np.ndarray, shape: Sequence[int]) -> np.ndarray
     return np.ascontiguousarray(result)
 
 
+def argmax_of_resampled(scores: Iterable[tuple[int, np.ndarray]], shape: Sequence[int],
+                        dtype: np.dtype) -> np.ndarray:
+    """Resample each (class index, score volume) linearly to ``shape`` and keep the best class per voxel.
+
+    One running maximum keeps the memory at two float32 volumes whatever the number of classes.
+    """
+    best = np.full(tuple(shape), -np.inf, np.float32)
+    result = np.zeros(tuple(shape), dtype)
+    for index, score in scores:
+        resampled = resample_volume(score, shape, "linear")
+        better = resampled > best
+        result[better] = index
+        np.maximum(best, resampled, out=best)
+    return result
+
+
 def resample_labels_onehot(seg: np.ndarray, shape: Sequence[int], num_classes: int) -> np.ndarray:
     """Resample each class mask linearly and take the arg-max (nnU-Net's way for labels).
 
     Nearest-neighbour copies one input voxel per output voxel, so at non-integer factors thin
     structures break up or thicken with the grid phase; voting on blended masks puts each boundary
-    where the masks cross, i.e. where it was, and keeps object sizes. One running maximum keeps
-    the memory at two float32 volumes whatever the number of classes.
+    where the masks cross, i.e. where it was, and keeps object sizes.
     """
-    best = np.full(tuple(shape), -1.0, np.float32)
-    result = np.zeros(tuple(shape), seg.dtype)
-    for label in range(num_classes):
-        mask = seg == label
-        if not mask.any():
-            continue
-        score = resample_volume(mask, shape, "linear")
-        better = score > best
-        result[better] = label
-        np.maximum(best, score, out=best)
-    return result
+    masks = ((label, mask) for label in range(num_classes) for mask in [seg == label] if mask.any())
+    return argmax_of_resampled(masks, shape, seg.dtype)
 
 
 def resample_labels(seg: np.ndarray, shape: Sequence[int], kind: str, num_classes: int) -> np.ndarray:
