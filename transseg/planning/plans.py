@@ -67,11 +67,23 @@ class ModelPlan:
 
 @dataclass
 class AugmentationPlan:
+    """The paper's augmentation (Table 6; the original code's MONAI pipeline), per training window.
+
+    Geometry is the same for all K slices and the label. Zoom scales the slice by a factor drawn
+    uniformly from ``zoom_range`` and is cropped or padded back to the input size; each of the three
+    window axes (slices, rows, columns) is flipped with ``flip_probability``; ``rotation`` is
+    'quarter_turns' (k x 90 degrees, the original code) or 'uniform' (within +-``rotation_degrees``).
+    The intensity shift is drawn from +-``intensity_shift``: the paper's +-0.1 on its [0, 1] range
+    is +-0.2 on our [-1, 1] range.
+    """
+
     zoom_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    zoom_probability: float = 1.0
     flip_probability: float = 0.1
     rotation_probability: float = 0.1
-    rotation_degrees: float = 15.0
-    intensity_shift: float = 0.1
+    rotation: str = "quarter_turns"              # 'quarter_turns' or 'uniform'
+    rotation_degrees: float = 15.0               # used by 'uniform'
+    intensity_shift: float = 0.2
     intensity_shift_probability: float = 0.5
 
 
@@ -87,8 +99,14 @@ class TrainingPlan:
     schedule: str = "warmup_linear"              # linear warm-up then linear decay ("slanted triangular")
     loss: str = "dice_focal"
     num_folds: int = 5
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "bf16"                # 'bf16' (CUDA autocast), 'fp16' (with a grad scaler) or 'fp32'
     foreground_oversampling: float = 0.33
+    gradient_clip: float = 1.0                   # max global gradient norm; 0 switches clipping off
+    val_every: int = 500                         # steps between validations (and checkpoint_latest.pt)
+    save_every: int = 250                        # steps between checkpoint_latest.pt writes
+    validation_ema: float = 0.9                  # weight of the old value in the EMA that picks checkpoint_best
+    seed: int = 0
+    loader_workers: Optional[int] = None         # data-loader processes per GPU; None = the CPUs shared out, at most 8
     gpu_memory_target_gb: float = 24.0
     estimated_memory_gb: float = 0.0             # the memory model's figure for batch_size_per_gpu
     augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
