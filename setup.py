@@ -21,7 +21,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "safetensors", "torchprofile"],
+        "test": ["pytest>=7", "safetensors", "torchprofile", "monai"],
         "flops": ["torchprofile"],
     },
     entry_points={

@@ -5,16 +5,7 @@ import sys
 
 import pytest
 
-from transseg.cli import evaluate, predict, train
 from transseg.cli.plan_and_preprocess import main as plan_and_preprocess_main
-
-
-@pytest.mark.parametrize("module,name", [(train, "transseg_train"), (predict, "transseg_predict"),
-                                         (evaluate, "transseg_evaluate")])
-def test_stages_not_built_yet_say_so(module, name, capsys):
-    assert module.main(["3", "fold0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"{name}:") and "not implemented yet" in err
 
 
 def test_plan_and_preprocess_runs_fingerprint_then_plans(ct_task, roots):
