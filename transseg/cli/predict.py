@@ -1,7 +1,61 @@
-"""transseg_predict (not implemented yet)."""
-from .common import not_implemented
+"""transseg_predict -i imagesTs -o preds: segment scans with a trained model, in each scan's own geometry."""
+from __future__ import annotations
 
-main = not_implemented("transseg_predict", "Prediction")
+import argparse
+from typing import Optional, Sequence
+
+from .common import add_root_arguments, add_verbosity, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transseg_predict",
+        description="Predict a folder of images (MSD files or nnU-Net _0000 channel files) or one image. Without "
+                    "-d or -m, the dataset comes from the dataset.json of the folder this runs in, or from the "
+                    "results root when it holds one trained model.")
+    parser.add_argument("-i", "--input", required=True, help="folder of images, or one image file")
+    parser.add_argument("-o", "--output", required=True, help="folder for the predictions")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("-d", "--dataset", help="dataset id or name (its model is looked up in the results root)")
+    source.add_argument("-m", "--model_folder", help="a trained model folder, <results>/DatasetXXX_Name/<plans>")
+    parser.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
+    parser.add_argument("-chk", "--checkpoint", default="final", choices=("final", "best", "latest"),
+                        help="which checkpoint of each fold (default: final)")
+    parser.add_argument("--plans_name", default="plans", help="plans the model was trained with (default: plans)")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="also write CASE.npz: probabilities on the preprocessed grid and how to restore them")
+    parser.add_argument("--tta", action="store_true", help="average over the four in-plane mirrorings")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("-npp", "--num_preprocess", type=int, default=2,
+                        help="background processes preprocessing the next cases (default 2; 0: none)")
+    parser.add_argument("-nps", "--num_export", type=int, default=2,
+                        help="background threads writing predictions (default 2)")
+    parser.add_argument("--batch_size", type=int, help="windows per forward pass (default: the training batch)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="skip cases whose prediction exists already")
+    add_root_arguments(parser, "results")
+    add_verbosity(parser)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    def body(args: argparse.Namespace) -> None:
+        from ..inference.entrypoints import PredictOptions, run_prediction
+        from ..inference.predictor import PredictionSettings
+        from ..paths import TranssegError
+
+        if args.num_preprocess < 0 or args.num_export < 1 or (args.batch_size is not None and args.batch_size < 1):
+            raise TranssegError("-npp must be >= 0, -nps >= 1 and --batch_size >= 1.")
+        settings = PredictionSettings(tta=args.tta, save_probabilities=args.save_probabilities,
+                                      num_preprocess=args.num_preprocess, num_export=args.num_export,
+                                      resume=args.resume, batch_size=args.batch_size)
+        run_prediction(PredictOptions(input=args.input, output=args.output, dataset=args.dataset,
+                                      model_folder=args.model_folder, folds=args.folds, checkpoint=args.checkpoint,
+                                      plans_name=args.plans_name, device=args.device, settings=settings,
+                                      results_root=args.results_root))
+
+    return run_cli(body, build_parser(), argv)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

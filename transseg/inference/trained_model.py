@@ -1,0 +1,140 @@
+"""A trained model folder (``<results>/DatasetXXX_Name/<plans_name>``): finding it, and loading its folds.
+
+The folder holds plans.json and dataset.json (copied there by training) and ``fold_N/``
+checkpoints; nothing else is needed to predict, so ``-m FOLDER`` works without any environment
+variable. Without ``-m`` the dataset is taken from ``-d``, else from the dataset.json of the folder
+the command runs in (a task folder), else from the results root when it holds one trained dataset.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..files import load_json
+from ..model import ModelConfig, build_model
+from ..paths import TranssegError, canonical_dataset_name, parse_dataset_folder_name
+from ..planning.plans import Plans, load_plans
+from ..training.checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint
+from .volume import VolumeModel
+from .window_spec import WindowSpec
+
+logger = logging.getLogger(__name__)
+_FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")
+
+
+@dataclass
+class FoldModel:
+    fold: str
+    checkpoint: Path
+    step: int
+    model: VolumeModel
+
+
+@dataclass
+class TrainedModel:
+    folder: Path
+    plans: Plans                      # what preprocessing did (the model folder's copy of plans.json)
+    dataset_json: dict
+    folds: list[FoldModel] = field(default_factory=list)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.plans.data.normalization)
+
+
+def trained_folds(folder: Path, checkpoint: str = "final") -> list[str]:
+    """Fold names ('0', ..., 'all') that have the requested checkpoint, in order."""
+    if not Path(folder).is_dir():
+        return []
+    folds = [m.group(1) for p in sorted(Path(folder).iterdir()) for m in [_FOLD_FOLDER.match(p.name)]
+             if m and p.is_dir() and checkpoint_file(p, checkpoint).is_file()]
+    return sorted(folds, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
+
+
+def _model_folders(results_root: Path) -> list[Path]:
+    """Every ``<dataset>/<plans>`` folder under the results root that has a trained fold."""
+    if not results_root.is_dir():
+        return []
+    return [plans for dataset in sorted(results_root.iterdir()) if dataset.is_dir()
+            for plans in sorted(dataset.iterdir())
+            if plans.is_dir() and any(trained_folds(plans, name) for name in CHECKPOINT_NAMES)]
+
+
+def _dataset_from_folder(folder: Path) -> Optional[str]:
+    """The canonical dataset name of a raw task folder (``Task03_Liver`` -> ``Dataset003_Liver``)."""
+    if not (folder / "dataset.json").is_file() or parse_dataset_folder_name(folder.name) is None:
+        return None
+    return canonical_dataset_name(folder.name)
+
+
+def _dataset_number(text: str) -> Optional[int]:
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text)
+    parsed = parse_dataset_folder_name(text)
+    return parsed[0] if parsed else None
+
+
+def find_model_folder(results_root: Optional[Path], dataset: Optional[str], plans_name: str = "plans",
+                      working_folder: Optional[Path] = None) -> Path:
+    """The model folder for ``dataset`` (an id or name), or the one the working folder or results root implies."""
+    if results_root is None:
+        raise TranssegError("TRANSSEG_results is not set and no model folder was given: pass -m "
+                            "<results>/DatasetXXX_Name/<plans_name>, or export TRANSSEG_results=/path/to/results.")
+    candidates = _model_folders(results_root)
+    if dataset is None and working_folder is not None:
+        dataset = _dataset_from_folder(working_folder)
+        if dataset is not None:
+            logger.info("Dataset taken from %s: %s", working_folder / "dataset.json", dataset)
+    if dataset is not None:
+        wanted = _dataset_number(dataset)
+        matches = [c for c in candidates if c.name == plans_name and _dataset_number(c.parent.name) == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        trained = ", ".join(f"{c.parent.name}/{c.name}" for c in candidates) or "none"
+        if not matches:
+            raise TranssegError(f"No trained model for dataset '{dataset}' (plans '{plans_name}') in {results_root}. "
+                                f"Trained there: {trained}.")
+        raise TranssegError(f"Dataset '{dataset}' matches several trained models: {trained}; use -m FOLDER.")
+    if len(candidates) == 1:
+        return candidates[0]
+    trained = "\n".join(f"  {c}" for c in candidates) or "  none"
+    raise TranssegError(f"Which model? {results_root} holds {len(candidates)} trained models; choose one with "
+                        f"-d DATASET or -m FOLDER:\n{trained}")
+
+
+def _fold_network(state: dict, device: torch.device) -> VolumeModel:
+    config = ModelConfig.from_dict({**state["model_config"], "pretrained": None})
+    network = build_model(config)
+    network.load_state_dict(state["model"])
+    return VolumeModel(network.to(device).eval(), WindowSpec.from_dict(state["window"]))
+
+
+def load_trained_model(folder: Path, folds: Optional[Sequence[str]] = None, checkpoint: str = "final",
+                       device: torch.device = torch.device("cpu")) -> TrainedModel:
+    """The model folder's plans and dataset.json, and the chosen folds' networks ready for inference."""
+    folder = Path(folder)
+    plans_file, dataset_file = folder / "plans.json", folder / "dataset.json"
+    if not plans_file.is_file():
+        raise TranssegError(f"{folder}: not a trained model folder (no plans.json); expected "
+                            f"<results>/DatasetXXX_Name/<plans_name>.")
+    plans = load_plans(plans_file)
+    dataset_json = load_json(dataset_file) if dataset_file.is_file() else {}
+    available = trained_folds(folder, checkpoint)
+    chosen = [str(f) for f in folds] if folds else available
+    missing = [f for f in chosen if f not in available]
+    if missing or not chosen:
+        raise TranssegError(f"{folder}: no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'}; "
+                            f"folds with one: {available or 'none'}.")
+    model = TrainedModel(folder, plans, dataset_json)
+    for fold in chosen:
+        path = checkpoint_file(folder / f"fold_{fold}", checkpoint)
+        state = load_checkpoint(path)
+        check_belongs(state, path, plans.dataset_name, plans.plans_name, plans.content_hash())
+        model.folds.append(FoldModel(fold, path, int(state["step"]), _fold_network(state, device)))
+    return model

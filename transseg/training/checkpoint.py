@@ -1,0 +1,74 @@
+"""Checkpoints: written crash-safe, read with ``weights_only=True``, refused when they do not fit.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (nothing that needs
+unpickling): the model, optimiser, scheduler and grad-scaler states, the step, the best
+validation Dice and its moving average, and what it belongs to (dataset, plans name and hash,
+fold, the effective plans and the ModelConfig), so that prediction needs nothing else.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from ..files import atomic_path
+from ..paths import TranssegError
+
+CHECKPOINT_FORMAT = "transseg-checkpoint"
+CHECKPOINT_VERSION = 1
+LATEST, BEST, FINAL = "checkpoint_latest.pt", "checkpoint_best.pt", "checkpoint_final.pt"
+CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL}
+
+
+def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
+    """torch.save to a temporary name beside ``path``, then rename: never a half-written checkpoint."""
+    with atomic_path(path) as temporary:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, temporary)
+    return Path(path)
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
+    """Read a checkpoint without unpickling code; a missing, truncated or foreign file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise TranssegError(f"{path}: checkpoint not found.")
+    if not zipfile.is_zipfile(path):
+        raise TranssegError(f"{path}: truncated or damaged checkpoint (not a complete torch archive, "
+                            f"{path.stat().st_size} bytes); use another checkpoint or train again.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:   # torch raises RuntimeError/UnpicklingError/EOFError for damaged archives
+        raise TranssegError(f"{path}: truncated or damaged checkpoint ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else 'unreadable'}).") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TranssegError(f"{path}: not a TransSeg checkpoint.")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise TranssegError(f"{path}: checkpoint version {state.get('version')}, this TransSeg reads "
+                            f"{CHECKPOINT_VERSION}.")
+    return state
+
+
+def check_belongs(state: dict, path: Union[str, Path], dataset_name: str, plans_name: str, plans_hash: str) -> None:
+    """Refuse a checkpoint made for another dataset or other plans, naming both sides."""
+    theirs = (state.get("dataset_name"), state.get("plans_name"), state.get("plans_hash"))
+    ours = (dataset_name, plans_name, plans_hash)
+    if theirs != ours:
+        raise TranssegError(f"{path}: this checkpoint belongs to dataset {theirs[0]}, plans '{theirs[1]}' "
+                            f"(hash {theirs[2]}), but this run uses dataset {ours[0]}, plans '{ours[1]}' "
+                            f"(hash {ours[2]}). Train this fold afresh, or point at the matching plans.")
+
+
+def checkpoint_file(fold_folder: Union[str, Path], which: str) -> Path:
+    if which not in CHECKPOINT_NAMES:
+        raise TranssegError(f"checkpoint '{which}' is not one of {sorted(CHECKPOINT_NAMES)}.")
+    return Path(fold_folder) / CHECKPOINT_NAMES[which]
+
+
+def model_state(state: dict) -> dict:
+    return state["model"]
+
+
+def optional_float(value: Optional[float]) -> Optional[float]:
+    return None if value is None else float(value)

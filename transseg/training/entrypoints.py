@@ -1,0 +1,162 @@
+"""``run_training``: everything around the loop of one fold, as a Python function.
+
+Results go to ``$TRANSSEG_results/DatasetXXX_Name/<plans_name>/``: a copy of plans.json and of
+the raw dataset.json (so the folder alone can predict), and ``fold_N/`` with the checkpoints,
+training_log.txt, metrics.jsonl, progress.png, run.json and, at the end, ``validation/`` (the
+fold's validation cases predicted in their original geometry) with its ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..files import load_json, save_json
+from ..paths import TranssegError, find_dataset_folder, get_root
+from ..planning.entrypoints import preprocessed_dataset_folder
+from ..planning.fingerprint import fingerprint_path
+from ..planning.plans import Plans, load_plans, plans_path
+from ..preprocessing import case_is_current, list_cases, preprocessed_cases_folder
+from .checkpoint import FINAL, LATEST, check_belongs, load_checkpoint
+from .config import TrainOptions, apply_overrides, batch_plan, model_config_from_plans
+from .distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
+from .progress import MetricsLog, attach_log_file
+from .splits import fold_cases, fold_folder_name, load_or_create_splits, parse_fold
+from .trainer import FoldSetup, Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def model_folder(results_root: Path, dataset_name: str, plans_name: str) -> Path:
+    return Path(results_root) / dataset_name / plans_name
+
+
+def _preprocessed_ids(cases_folder: Path, plans: Plans, dataset: str) -> list[str]:
+    identifiers = list_cases(cases_folder)
+    if not identifiers:
+        raise TranssegError(f"{cases_folder}: no preprocessed cases; run transseg_plan_and_preprocess -d {dataset} "
+                            f"(or transseg_preprocess) first.")
+    stale = [i for i in identifiers if not case_is_current(cases_folder, i, plans.content_hash())]
+    if stale:
+        raise TranssegError(f"{cases_folder}: {len(stale)} case(s) were preprocessed with other plans or are "
+                            f"damaged ({', '.join(stale[:5])}); rerun transseg_preprocess -d {dataset}.")
+    return identifiers
+
+
+def _dataset_json(options: TrainOptions, dataset_folder: Path) -> dict:
+    """The raw dataset.json (from the raw root, else the fingerprint's source folder), else one rebuilt."""
+    candidates = []
+    try:
+        candidates.append(find_dataset_folder(options.dataset, get_root("raw", options.raw_root)) / "dataset.json")
+    except TranssegError:
+        pass
+    fingerprint = load_json(fingerprint_path(dataset_folder)) if fingerprint_path(dataset_folder).is_file() else {}
+    if fingerprint.get("source_folder"):
+        candidates.append(Path(fingerprint["source_folder"]) / "dataset.json")
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_json(candidate)
+    channels = {str(i): c["name"] for i, c in enumerate(fingerprint.get("channels", []))}
+    return {"name": dataset_folder.name, "modality": channels, "labels": fingerprint.get("labels", {}),
+            "note": "rebuilt by transseg_train from fingerprint.json: the raw dataset.json was not found"}
+
+
+def _write_model_folder(folder: Path, plans_file: Path, dataset_json: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "plans.json"
+    if not target.is_file() or target.read_bytes() != plans_file.read_bytes():
+        save_json(load_json(plans_file), target)
+    save_json(dataset_json, folder / "dataset.json")
+
+
+def prepare_fold(options: TrainOptions, context: DistributedContext) -> tuple[FoldSetup, Optional[dict]]:
+    """Resolve folders, plans, overrides, split and checkpoint; also the checkpoint state to resume from."""
+    dataset_folder = preprocessed_dataset_folder(options.dataset, options.raw_root, options.preprocessed_root)
+    plans_file = plans_path(dataset_folder, options.plans_name)
+    if not plans_file.is_file():
+        raise TranssegError(f"{plans_file}: no plans yet; run transseg_plan_and_preprocess -d {options.dataset} first.")
+    plans = load_plans(plans_file)
+    cases_folder = preprocessed_cases_folder(dataset_folder, options.plans_name)
+    identifiers = _preprocessed_ids(cases_folder, plans, options.dataset)
+    fold = parse_fold(options.fold)
+    splits = []
+    if fold != "all":
+        if context.is_main:
+            splits = load_or_create_splits(dataset_folder, identifiers, plans.training.num_folds)
+        barrier(context)
+        if not context.is_main:
+            splits = load_or_create_splits(dataset_folder, identifiers, plans.training.num_folds)
+    train_ids, val_ids = fold_cases(fold, splits, identifiers)
+
+    output = model_folder(get_root("results", options.results_root), plans.dataset_name, options.plans_name)
+    fold_folder = output / fold_folder_name(fold)
+    resume_state, base = None, plans
+    if options.resume and (fold_folder / LATEST).is_file():
+        resume_state = load_checkpoint(fold_folder / LATEST)
+        check_belongs(resume_state, fold_folder / LATEST, plans.dataset_name, options.plans_name, plans.content_hash())
+        base = Plans.from_dict(resume_state["plans"], f"{fold_folder / LATEST} (plans)")
+    elif options.resume:
+        logger.warning("%s: no %s to continue from; starting this fold from step 0.", fold_folder, LATEST)
+    elif not options.overwrite and any((fold_folder / n).is_file() for n in (LATEST, FINAL)):
+        raise TranssegError(f"{fold_folder} already holds a training run; continue it with --c, or start it "
+                            f"afresh with --overwrite (its checkpoints are then replaced).")
+    effective, applied = apply_overrides(base, options.all_overrides(), str(plans_file))
+    if context.is_main:
+        _write_model_folder(output, plans_file, _dataset_json(options, dataset_folder))
+        fold_folder.mkdir(parents=True, exist_ok=True)
+    barrier(context)
+    training = effective.training
+    setup = FoldSetup(plans=effective, plans_hash=plans.content_hash(), model_config=model_config_from_plans(effective),
+                      batch=batch_plan(training.global_batch_size, training.batch_size_per_gpu, context.world_size),
+                      cases_folder=cases_folder, fold_folder=fold_folder, fold=fold, train_ids=train_ids,
+                      val_ids=val_ids, overrides=applied, resume_from=fold_folder / LATEST if resume_state else None)
+    return setup, resume_state
+
+
+def _describe(setup: FoldSetup, context: DistributedContext) -> dict:
+    training = setup.plans.training
+    return {"dataset": setup.plans.dataset_name, "plans_name": setup.plans.plans_name, "fold": str(setup.fold),
+            "train_cases": len(setup.train_ids), "validation_cases": len(setup.val_ids),
+            "device": str(context.device), "world_size": context.world_size,
+            "global_batch": setup.batch.global_batch, "per_gpu_batch": setup.batch.per_gpu_batch,
+            "accumulation": setup.batch.accumulation, "steps": training.steps, "overrides": setup.overrides,
+            "model_config": setup.model_config.to_dict(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def run_training(options: TrainOptions) -> Path:
+    """Train one fold (this process's rank of it); returns the fold folder."""
+    context = init_distributed(options.device)
+    transseg_logger = logging.getLogger("transseg")
+    if not context.is_main:
+        transseg_logger.setLevel(logging.WARNING)
+    handler, metrics = None, None
+    try:
+        setup, resume_state = prepare_fold(options, context)
+        if options.resume and (setup.fold_folder / FINAL).is_file() and resume_state is not None \
+                and int(resume_state["step"]) >= setup.plans.training.steps:
+            logger.info("%s: this fold has finished (%s); nothing to continue.", setup.fold_folder, FINAL)
+            return setup.fold_folder
+        if context.is_main:
+            handler = attach_log_file(setup.fold_folder)
+            description = _describe(setup, context)
+            save_json(description, setup.fold_folder / "run.json")
+            logger.info("Training %s", json.dumps(description))
+            metrics = MetricsLog(setup.fold_folder, int(resume_state["step"]) if resume_state else None)
+        trainer = Trainer(setup, context, resume_state)
+        del resume_state
+        state = trainer.run(metrics)
+        logger.info("Finished fold %s at step %d; best validation moving average %s (step %s).", setup.fold,
+                    state.step, None if state.best_ema is None else round(state.best_ema, 4), state.best_step)
+        if options.final_validation and setup.val_ids:
+            from .final_validation import predict_and_evaluate_validation
+            predict_and_evaluate_validation(trainer.network, setup, context)
+        return setup.fold_folder
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if handler is not None:
+            transseg_logger.removeHandler(handler)
+            handler.close()
+        shutdown_distributed()
