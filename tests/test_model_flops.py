@@ -54,10 +54,14 @@ def test_cli_rejects_unknown_backbone(capsys):
     assert "unknown timm backbone" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--resolution", "60"], ["--slices", "4"]])
-def test_cli_rejects_invalid_configuration(argv, capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["--resolution", "60"], r"error: image size \(60, 60\) must be a multiple of the patch size \(16, 16\)"),
+    (["--slices", "4"], r"error: invalid ModelConfig: slices must be a positive odd number .* got 4"),
+])
+def test_cli_rejects_invalid_configuration(argv, message, capsys):
     assert main(["--backbone", "vit_tiny_patch16_224", *argv]) == 1
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
 
 
 def test_explicit_attention_is_the_same_maths_and_is_restored():

@@ -8,6 +8,7 @@ inside the MSD tarballs) are ignored wherever folders are listed.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from .files import load_json
-from .io import Geometry, image_suffix, read_channels, read_label
+from .io import SUPPORTED_SUFFIXES, Geometry, image_suffix, read_channels, read_label
 from .paths import TranssegError
 
 
@@ -79,19 +80,35 @@ def _ordered(mapping: dict, source: Path, what: str) -> list:
     return [mapping[k] for k in sorted(mapping, key=lambda k: _int_key(k, source, what))]
 
 
-def _msd_cases(folder: Path, entries: list, json_path: Path, with_labels: bool) -> list[CaseFiles]:
+def _section(meta: dict, key: str, kind: type, json_path: Path, example: str):
+    """``meta[key]`` if it has the JSON type ``kind``, else an error that shows the expected form."""
+    value = meta.get(key)
+    if not isinstance(value, kind):
+        raise TranssegError(f"{json_path}: '{key}' must be {example}, got {json.dumps(value)}.")
+    return value
+
+
+def _resolve(folder: Path, name: str) -> Path:
+    return Path(name) if Path(name).is_absolute() else (folder / name).resolve()
+
+
+def _msd_cases(folder: Path, entries: list, json_path: Path, section: str) -> list[CaseFiles]:
+    """Cases of the 'training' (image and label) or 'test' (image) list of an MSD dataset.json."""
+    with_labels = section == "training"
     cases = []
-    for entry in entries:
-        image = entry["image"] if isinstance(entry, dict) else entry
-        label = entry.get("label") if isinstance(entry, dict) else None
-        image_path = (folder / image).resolve() if not Path(image).is_absolute() else Path(image)
+    for index, entry in enumerate(entries):
+        image = entry.get("image") if isinstance(entry, dict) else entry
+        if not isinstance(image, str) or not image:
+            raise TranssegError(f"{json_path}: {section} entry {index} ({json.dumps(entry)}) has no 'image' file name.")
+        image_path = _resolve(folder, image)
         if is_hidden_junk(image_path):
             continue
         label_path = None
         if with_labels:
-            if not label:
-                raise TranssegError(f"{json_path}: training entry for {image} has no 'label'.")
-            label_path = (folder / label).resolve() if not Path(label).is_absolute() else Path(label)
+            label = entry.get("label") if isinstance(entry, dict) else None
+            if not isinstance(label, str) or not label:
+                raise TranssegError(f"{json_path}: {section} entry {index} ({image}) has no 'label' file name.")
+            label_path = _resolve(folder, label)
         cases.append(CaseFiles(strip_suffix(image_path.name), (image_path,), label_path))
     return cases
 
@@ -110,14 +127,20 @@ def _scan_msd_folder(images_folder: Path, labels_folder: Optional[Path]) -> list
 
 
 def _load_msd(folder: Path, meta: dict, json_path: Path) -> DatasetSpec:
-    channel_names = _ordered(meta["modality"], json_path, "modality key")
-    labels = {_int_key(k, json_path, "label value"): str(v) for k, v in meta.get("labels", {}).items()}
-    training = (_msd_cases(folder, meta["training"], json_path, True) if "training" in meta
-                else _scan_msd_folder(folder / "imagesTr", folder / "labelsTr"))
-    test = (_msd_cases(folder, meta["test"], json_path, False) if "test" in meta
-            else _scan_msd_folder(folder / "imagesTs", None))
+    channel_names = [str(v) for v in _ordered(_section(meta, "modality", dict, json_path, '{"0": "CT"}'),
+                                              json_path, "modality key")]
+    labels = {_int_key(k, json_path, "label value"): str(v)
+              for k, v in _section(meta, "labels", dict, json_path, '{"0": "background", "1": "..."}').items()}
+    cases = {}
+    for section, images, label_folder in (("training", "imagesTr", "labelsTr"), ("test", "imagesTs", None)):
+        if section in meta:
+            entries = _section(meta, section, list, json_path, "a list of cases")
+            cases[section] = _msd_cases(folder, entries, json_path, section)
+        else:
+            cases[section] = _scan_msd_folder(folder / images, folder / label_folder if label_folder else None)
+    training, test = cases["training"], cases["test"]
     ending = image_suffix(training[0].images[0]) if training else ".nii.gz"
-    return DatasetSpec(meta.get("name", folder.name), folder, "msd", channel_names, labels, ending,
+    return DatasetSpec(str(meta.get("name", folder.name)), folder, "msd", channel_names, labels, ending,
                        training, test)
 
 
@@ -141,16 +164,20 @@ def _group_channel_files(images_folder: Path, ending: str, num_channels: int,
 
 
 def _load_nnunet(folder: Path, meta: dict, json_path: Path) -> DatasetSpec:
-    channel_names = _ordered(meta["channel_names"], json_path, "channel_names key")
+    channel_names = [str(v) for v in _ordered(_section(meta, "channel_names", dict, json_path, '{"0": "CT"}'),
+                                              json_path, "channel_names key")]
     labels = {}
-    for name, value in meta.get("labels", {}).items():
+    for name, value in _section(meta, "labels", dict, json_path, '{"background": 0, "...": 1}').items():
         if isinstance(value, (list, tuple)):
             raise TranssegError(f"{json_path}: label '{name}' is a region {value}; regions are not supported.")
         labels[_int_key(value, json_path, f"value of label '{name}'")] = str(name)
     ending = meta.get("file_ending", ".nii.gz")
+    if ending not in SUPPORTED_SUFFIXES:
+        raise TranssegError(f"{json_path}: 'file_ending' {json.dumps(ending)} is not one of "
+                            f"{list(SUPPORTED_SUFFIXES)}.")
     training = _group_channel_files(folder / "imagesTr", ending, len(channel_names), folder / "labelsTr")
     test = _group_channel_files(folder / "imagesTs", ending, len(channel_names), None)
-    return DatasetSpec(meta.get("name", folder.name), folder, "nnunet", channel_names, labels, ending,
+    return DatasetSpec(str(meta.get("name", folder.name)), folder, "nnunet", channel_names, labels, ending,
                        training, test)
 
 
@@ -172,6 +199,14 @@ def load_dataset(folder: Path) -> DatasetSpec:
     if len(spec.labels) < 2:
         raise TranssegError(f"{json_path}: at least one foreground label must be declared.")
     return spec
+
+
+def require_training_cases(spec: DatasetSpec) -> list[CaseFiles]:
+    """The training cases; a dataset without any is an error (nothing to measure, plan or train)."""
+    if not spec.training:
+        raise TranssegError(f"{spec.folder / 'dataset.json'}: no training cases (the 'training' list is empty "
+                            f"or, without one, imagesTr/ holds no images).")
+    return spec.training
 
 
 def read_case(case: CaseFiles) -> tuple[np.ndarray, Optional[np.ndarray], Geometry]:

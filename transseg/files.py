@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -79,3 +82,78 @@ def remove_stale_temporaries(folder: PathLike) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}      # being written this instant, or left empty by a run killed right after creating it
+
+
+def _holder_alive(record: dict, path: Path) -> bool:
+    """Is the process that wrote the lock still running? Another host's process is assumed to be."""
+    if record.get("host") not in (None, socket.gethostname()):
+        return True
+    if not isinstance(record.get("pid"), int):
+        return time.time() - path.stat().st_mtime < 10   # an unreadable lock: fresh means being written
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # alive, another user's
+        return True
+    return True
+
+
+def _break_stale_lock(path: Path, stale: dict) -> None:
+    """Remove a dead run's lock, unless another run replaced it meanwhile (moved aside first, then compared)."""
+    aside = temporary_sibling(path)
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return                      # another run broke it first; it now competes for the lock like us
+    if _lock_holder(aside) == stale:
+        aside.unlink()
+    else:                           # a live lock taken just now: put it back
+        os.replace(aside, path)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: PathLike, what: str) -> Iterator[None]:
+    """Hold ``path`` (created with O_EXCL, holding our PID and host) while the block runs.
+
+    A lock whose process is alive is refused with a message naming it; one whose process has died
+    (killed, machine rebooted) is taken over, so a killed run never blocks the next one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    for _ in range(5):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            try:
+                alive = _holder_alive(holder, path)
+            except FileNotFoundError:   # released meanwhile
+                continue
+            if alive:
+                who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since "
+                       f"{holder.get('started', '?')}: {holder.get('command', '?')}")
+                raise TranssegError(f"{path}: another run is {what} here ({who}). "
+                                    f"Wait for it to finish; if no such run exists, delete the lock file.") from None
+            _break_stale_lock(path, holder)
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        break
+    else:
+        raise TranssegError(f"{path}: could not take the lock; several runs are starting at once. Try again.")
+    try:
+        yield
+    finally:
+        if _lock_holder(path).get("token") == record["token"]:
+            path.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .files import atomic_path
+from .nifti import check_nifti
 from .paths import TranssegError
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -107,11 +108,17 @@ def _geometry_of(image: sitk.Image, num_channels: int, dtype: np.dtype) -> Geome
     )
 
 
-def read_image(path: PathLike) -> tuple[np.ndarray, Geometry]:
-    """Read one file as (C, Z, Y, X): 3D -> C=1, 4D -> C = fourth axis, vector pixels -> C = components."""
+def read_image(path: PathLike, thorough: bool = False) -> tuple[np.ndarray, Geometry]:
+    """Read one file as (C, Z, Y, X): 3D -> C=1, 4D -> C = fourth axis, vector pixels -> C = components.
+
+    Refused, naming the file: a NIfTI file cut short (ITK would zero-fill it; see :mod:`transseg.nifti`,
+    ``thorough`` also verifies its gzip CRC and stored NaN/Inf), and NaN/Inf voxels in the array read.
+    """
     path = Path(path)
     if not path.is_file():
         raise TranssegError(f"{path}: file not found.")
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        check_nifti(path, thorough)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -126,12 +133,24 @@ def read_image(path: PathLike) -> tuple[np.ndarray, Geometry]:
         geometry = _geometry_of(image, array.shape[0], array.dtype)
     except ValueError as error:
         raise TranssegError(f"{path}: {error}.") from None
+    refuse_non_finite(array, path)
     return array, geometry
 
 
-def read_channels(paths: Sequence[PathLike]) -> tuple[np.ndarray, Geometry]:
+def refuse_non_finite(array: np.ndarray, path: Path) -> None:
+    """NaN/Inf would reach the fingerprint and the stored arrays; one pass over float data finds them."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        nan = int(np.count_nonzero(np.isnan(array)))
+        raise TranssegError(f"{path}: {bad} NaN/Inf voxel(s) ({nan} NaN, {bad - nan} Inf). Replace them in the "
+                            f"file, for example by 0 or the background value.")
+
+
+def read_channels(paths: Sequence[PathLike], thorough: bool = False) -> tuple[np.ndarray, Geometry]:
     """Read one or more files and stack their channels; all files must share one grid."""
-    arrays, geometries = zip(*(read_image(p) for p in paths))
+    arrays, geometries = zip(*(read_image(p, thorough) for p in paths))
     reference = geometries[0]
     for path, geometry in zip(paths[1:], geometries[1:]):
         problems = reference.agrees_with(geometry)
@@ -141,9 +160,9 @@ def read_channels(paths: Sequence[PathLike]) -> tuple[np.ndarray, Geometry]:
     return data, Geometry.from_dict({**reference.to_dict(), "num_channels": data.shape[0]})
 
 
-def read_label(path: PathLike) -> tuple[np.ndarray, Geometry]:
+def read_label(path: PathLike, thorough: bool = False) -> tuple[np.ndarray, Geometry]:
     """Read a label map as (Z, Y, X) integers; a multi-channel file is an error."""
-    array, geometry = read_image(path)
+    array, geometry = read_image(path, thorough)
     if array.shape[0] != 1:
         raise TranssegError(f"{path}: a label map must have one channel, this one has {array.shape[0]}.")
     label = array[0]

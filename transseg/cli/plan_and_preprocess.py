@@ -23,10 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     def body(args):
+        options = planner_options(args)      # checked before the first case is read
         for dataset in args.dataset:
             run_extract_fingerprint(dataset, args.raw_root, args.preprocessed_root, args.num_processes,
                                     args.verify_dataset_integrity, args.clean)
-            plans_file = run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, planner_options(args))
+            plans_file = run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options)
             if not args.no_preprocessing:
                 from ..preprocessing.entrypoints import run_preprocess
                 run_preprocess(dataset, args.raw_root, args.preprocessed_root, args.num_processes,

@@ -5,8 +5,14 @@ import argparse
 from typing import Optional, Sequence
 
 from ..planning.entrypoints import run_plan_experiment
-from ..planning.planner import PlannerOptions
+from ..planning.planner import OPTIONS_SCHEMA, PlannerOptions, check_options
+from ..planning.schema import argparse_type
 from .common import add_dataset_arguments, add_root_arguments, add_verbosity, run_cli
+
+
+def _option_type(kind: type, option: str):
+    """The flag's argparse type: the same rule that checks the planner option (and the plans field)."""
+    return argparse_type(kind, OPTIONS_SCHEMA.rules[PlannerOptions][option])
 
 
 def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,21 +23,26 @@ def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_pretrained", action="store_true", help="random initialisation ('w/o T')")
     parser.add_argument("--ct_clip", choices=("foreground", "paper"), default=defaults.ct_clip,
                         help="CT clip window: foreground 0.5/99.5 percentiles, or the paper's [-175, 250]")
-    parser.add_argument("--slices", type=int, default=defaults.window_slices, help="window size K (default 5)")
-    parser.add_argument("--decoder_channels", type=int, default=None, help="UPerNet width")
-    parser.add_argument("-gpu_memory_target", "--gpu_memory_target", type=float,
+    parser.add_argument("--slices", type=_option_type(int, "window_slices"), default=defaults.window_slices,
+                        help="window size K, odd (default 5)")
+    parser.add_argument("--decoder_channels", type=_option_type(int, "decoder_channels"), default=None,
+                        help="UPerNet width")
+    parser.add_argument("-gpu_memory_target", "--gpu_memory_target", type=_option_type(float, "gpu_memory_target_gb"),
                         default=defaults.gpu_memory_target_gb, help="GPU memory to plan for, GB")
-    parser.add_argument("--min_resolution", type=int, default=defaults.min_resolution,
-                        help="smallest in-plane input side (default 224)")
+    parser.add_argument("--min_resolution", type=_option_type(int, "min_resolution"),
+                        default=defaults.min_resolution, help="smallest in-plane input side (default 224)")
 
 
 def planner_options(args: argparse.Namespace) -> PlannerOptions:
-    return PlannerOptions(
+    """The options from the flags, checked (backbone against timm's registry) before any work starts."""
+    options = PlannerOptions(
         backbone=args.backbone, pretrained=None if args.no_pretrained else "timm",
         pretrained_file=args.pretrained_file, ct_clip=args.ct_clip, window_slices=args.slices,
         decoder_channels=args.decoder_channels, gpu_memory_target_gb=args.gpu_memory_target,
         min_resolution=args.min_resolution,
     )
+    check_options(options)
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     def body(args):
+        options = planner_options(args)
         for dataset in args.dataset:
-            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, planner_options(args))
+            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options)
     return run_cli(body, build_parser(), argv)
 
 

@@ -1,13 +1,18 @@
 """What the planner needs to know of a backbone without building it: patch size, widths, depths.
 
-Known timm families are read from the name (fast: planning never imports torch for them); any other
-name is built on PyTorch's 'meta' device, which allocates nothing, and measured.
+Known timm families are read from the name (fast: no torch needed); any other name is built on
+PyTorch's 'meta' device, which allocates nothing, and measured. :func:`backbone_problem` checks a
+name against timm's registry (a cached copy: see :mod:`.timm_registry`).
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Optional
+
+from .timm_registry import timm_registry
 
 # width, depth, heads of the plain ViT sizes (BEiT, DeiT, DINO and augreg ViTs share them)
 _VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
@@ -83,3 +88,28 @@ def _from_timm(name: str) -> BackboneSpec:
 @lru_cache(maxsize=None)
 def describe_backbone(name: str) -> BackboneSpec:
     return _from_name(name) or _from_timm(name)
+
+
+def patch_size(name: str) -> int:
+    """The patch size: from the name when it says (timm names do: 'patch16'), else measured (imports torch)."""
+    found = re.search(r"patch(\d+)", name.lower())
+    return int(found.group(1)) if found else describe_backbone(name).patch_size
+
+
+@lru_cache(maxsize=None)
+def backbone_problem(name: str, family: bool = True) -> Optional[str]:
+    """Why ``name`` cannot be used, or None: unknown to timm, an unknown pretrained tag, or (``family``)
+    an architecture the model builder does not inflate."""
+    registry = timm_registry()
+    arch, _, tag = name.partition(".")
+    if arch not in registry["models"]:
+        close = difflib.get_close_matches(arch, registry["models"], n=3)
+        hint = f" (similar names: {', '.join(close)})" if close else " (timm.list_models('vit_*') lists the names)"
+        return f"timm has no model '{arch}'{hint}"
+    tags = [t for t in registry["pretrained"] if t.startswith(arch + ".")]
+    if tag and name not in tags:
+        return f"timm has no pretrained tag '{tag}' for {arch} (it has: {', '.join(tags) or 'none'})"
+    if family and arch not in registry["supported"]:
+        return ("a timm model, but not a plain ViT (vit_*, deit_*, beit_*) or a Swin (swin_*), the families "
+                "TransSeg can inflate to 3D")
+    return None

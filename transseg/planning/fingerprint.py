@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..cropping import box_shape, box_slices, nonzero_bounding_box
-from ..dataset import CaseFiles, DatasetSpec, read_case
+from ..dataset import CaseFiles, DatasetSpec, read_case, require_training_cases
 from ..parallel import raise_on_failures, run_cases
 from ..paths import TranssegError
 
@@ -29,6 +29,7 @@ SAMPLING_SEED = 1234
 class _CaseJob:
     case: CaseFiles
     num_samples: int
+    num_channels: int
 
 
 def intensity_statistics(values: np.ndarray) -> dict:
@@ -61,6 +62,9 @@ def label_statistics(seg: np.ndarray) -> dict[str, dict]:
 
 def analyse_case(job: _CaseJob) -> dict:
     data, seg, geometry = read_case(job.case)
+    if data.shape[0] != job.num_channels:
+        raise TranssegError(f"{job.case.images[0]}: {data.shape[0]} image channel(s), dataset.json declares "
+                            f"{job.num_channels}.")
     box = nonzero_bounding_box(data)
     cropped = data[(slice(None), *box_slices(box))]
     foreground = seg[box_slices(box)] > 0
@@ -85,8 +89,9 @@ def analyse_case(job: _CaseJob) -> dict:
 
 def extract_fingerprint(spec: DatasetSpec, dataset_name: str, num_processes: int = 1) -> dict:
     """Analyse every training case; raises with the list of failing cases if any cannot be read."""
-    num_samples = max(1, FOREGROUND_SAMPLES_TOTAL // max(1, len(spec.training)))
-    jobs = [(c.identifier, _CaseJob(c, num_samples)) for c in spec.training]
+    training = require_training_cases(spec)
+    num_samples = max(1, FOREGROUND_SAMPLES_TOTAL // len(training))
+    jobs = [(c.identifier, _CaseJob(c, num_samples, spec.num_channels)) for c in training]
     outcomes = run_cases(analyse_case, jobs, num_processes, "fingerprint")
     raise_on_failures(outcomes, "Fingerprint extraction")
     cases = [o.result for o in outcomes]
@@ -117,9 +122,21 @@ def fingerprint_path(preprocessed_dataset_folder: Path) -> Path:
     return Path(preprocessed_dataset_folder) / "fingerprint.json"
 
 
+CASE_KEYS = ("identifier", "spacing", "shape_before_crop", "shape_after_crop", "orientation")
+
+
 def check_fingerprint(fingerprint: dict, path: Optional[Path] = None) -> dict:
-    version = fingerprint.get("schema_version")
+    """The fingerprint if it is one this version wrote and the planner can read; else a message naming the file."""
+    source = path or "fingerprint"
+    version = fingerprint.get("schema_version") if isinstance(fingerprint, dict) else None
     if version != FINGERPRINT_VERSION:
-        raise TranssegError(f"{path or 'fingerprint'}: schema version {version}, this TransSeg reads "
+        raise TranssegError(f"{source}: schema version {version}, this TransSeg reads "
                             f"{FINGERPRINT_VERSION}; rerun transseg_extract_fingerprint.")
+    cases, channels = fingerprint.get("cases"), fingerprint.get("channels")
+    broken = (not isinstance(cases, list) or not cases or not isinstance(channels, list) or not channels
+              or not isinstance(fingerprint.get("labels"), dict)
+              or any(not isinstance(c, dict) or any(k not in c for k in CASE_KEYS) for c in cases))
+    if broken:
+        raise TranssegError(f"{source}: incomplete or hand-edited fingerprint (needs 'channels', 'labels' and "
+                            f"'cases' with {', '.join(CASE_KEYS)}); rerun transseg_extract_fingerprint --clean.")
     return fingerprint

@@ -1,4 +1,4 @@
-"""From fingerprint to plans: every rule here is written down in documentation/plans.md.
+"""From fingerprint to plans: every rule here is written down in documentation/fingerprint_and_plans.md.
 
 The rules, in order: a common orientation when cases disagree; the slice axis; in-plane spacing
 and input resolution; slice-axis resampling; per-channel normalisation; backbone and decoder;
@@ -6,18 +6,21 @@ batch size from the memory model.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ..io import anatomical_axes, orientation_permutation
 from ..paths import TranssegError
-from .backbones import describe_backbone
+from .backbones import backbone_problem, describe_backbone
 from .memory import batch_size_for_target, estimate_memory
-from .plans import ChannelNormalization, DataPlan, ModelPlan, Plans, TrainingPlan
+from .plans import PLANS_SCHEMA_RULES, ChannelNormalization, DataPlan, ModelPlan, Plans, TrainingPlan
+from .schema import FieldError, Schema, int_at_least, non_empty_string, number_above, one_of
 
 PAPER_CT_CLIP = [-175.0, 250.0]          # Zhang et al. 2022, from the BCV/MSD CT recipes
 MIN_RESOLUTION = 224                     # pre-trained ViTs saw 224 px; smaller images are upsampled
@@ -39,6 +42,34 @@ class PlannerOptions:
     gpu_memory_target_gb: float = 24.0
     global_batch_size: int = 16
     min_resolution: int = MIN_RESOLUTION     # tests and CPU demos with tiny backbones plan smaller inputs
+
+
+CT_CLIPS = ("foreground", "paper")
+# the options that become plans fields are checked by the same rules as plans.json
+OPTIONS_SCHEMA = Schema(rules={PlannerOptions: {
+    "backbone": non_empty_string(),
+    "window_slices": PLANS_SCHEMA_RULES[DataPlan]["window_slices"],
+    "window_stride": PLANS_SCHEMA_RULES[DataPlan]["window_stride"],
+    "decoder_channels": PLANS_SCHEMA_RULES[ModelPlan]["decoder_channels"],
+    "pretrained": PLANS_SCHEMA_RULES[ModelPlan]["pretrained"],
+    "global_batch_size": PLANS_SCHEMA_RULES[TrainingPlan]["global_batch_size"],
+    "gpu_memory_target_gb": number_above(0),
+    "min_resolution": int_at_least(1),
+    "ct_clip": one_of(*CT_CLIPS),
+}}, checks={})
+
+
+def check_options(options: PlannerOptions) -> None:
+    """Refuse bad options before any work, naming the option; the backbone is looked up in timm's registry."""
+    try:
+        OPTIONS_SCHEMA.build(PlannerOptions, dataclasses.asdict(options))
+    except FieldError as error:
+        raise TranssegError(f"planner option {error}.") from None
+    problem = backbone_problem(options.backbone)
+    if problem:
+        raise TranssegError(f"backbone '{options.backbone}': {problem}.")
+    if options.pretrained_file is not None and not Path(options.pretrained_file).is_file():
+        raise TranssegError(f"{options.pretrained_file}: pre-trained weights file not found (--pretrained_file).")
 
 
 def _oriented_cases(cases: list[dict], target: Optional[str]) -> list[dict]:
@@ -132,6 +163,8 @@ def choose_normalization(channels: list[dict], ct_clip: str, decisions: list[str
 
 
 def plan_experiment(fingerprint: dict, options: PlannerOptions = PlannerOptions()) -> Plans:
+    """Plans from a fingerprint; the options are checked first and the result as if loaded from disk."""
+    check_options(options)
     cases = fingerprint["cases"]
     if not cases:
         raise TranssegError("The fingerprint lists no cases; nothing to plan.")
@@ -146,7 +179,7 @@ def plan_experiment(fingerprint: dict, options: PlannerOptions = PlannerOptions(
     in_plane_spacing, resolution = choose_in_plane(spacings[:, in_plane_axes], shapes[:, in_plane_axes],
                                                    backbone.patch_size, decisions, options.min_resolution)
     slice_spacing = choose_slice_spacing(spacings[:, slice_axis], decisions)
-    label_values = sorted(int(v) for v in fingerprint["labels"])
+    label_values = sorted((int(v) for v in fingerprint["labels"]), key=lambda v: (v != 0, v))   # background first
     data = DataPlan(
         reorient_to=reorient_to, slice_axis=slice_axis, in_plane_spacing=in_plane_spacing,
         slice_spacing=slice_spacing, resolution=resolution, window_slices=options.window_slices,
@@ -162,8 +195,9 @@ def plan_experiment(fingerprint: dict, options: PlannerOptions = PlannerOptions(
     model = ModelPlan(backbone=options.backbone, pretrained=options.pretrained,
                       pretrained_file=options.pretrained_file, decoder_channels=decoder_channels)
     training = plan_training(backbone, data, len(fingerprint["channels"]), decoder_channels, options, decisions)
-    return Plans(dataset_name=fingerprint["dataset_name"], data=data, model=model, training=training,
-                 decisions=decisions)
+    plans = Plans(dataset_name=fingerprint["dataset_name"], data=data, model=model, training=training,
+                  decisions=decisions)
+    return Plans.from_dict(plans.to_dict(), "the plans just made")   # nothing invalid is ever written
 
 
 def plan_training(backbone, data: DataPlan, channels: int, decoder_channels: int, options: PlannerOptions,

@@ -1,23 +1,38 @@
 """plans.json: what the pipeline will do with a dataset. Human-editable, versioned, plain data.
 
 Every later stage reads its settings from here, so changing a hyper-parameter means editing this
-file, never subclassing anything. ``Plans.from_dict`` rejects unknown keys, so a typo in a hand
-edit is an error that names the key instead of a silently ignored setting.
+file, never subclassing anything. ``Plans.from_dict`` checks every field once, when plans are
+loaded: unknown keys, JSON types and allowed ranges, each refusal naming the field path
+(``data.window_slices: expected an odd int >= 1, got "five"``), so a hand edit or a ``--set``
+override can never reach the workers or the trainer as a wrong value.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from ..files import load_json, save_json
+from ..io import AXIS_OF_LETTER
 from ..paths import TranssegError
+from .backbones import backbone_problem, patch_size
+from .schema import (FieldError, Rule, Schema, int_at_least, non_empty_string, number_above, number_in,
+                     odd_int_at_least, one_of, pair)
 
 PLANS_VERSION = 1
+# allowed names; the code that implements each set keeps a registry with the same keys (tested)
+NORMALIZATION_SCHEMES = ("ct", "mr_robust")                     # preprocessing.normalization.WINDOWS
+DATA_INTERPOLATIONS = ("linear", "cubic")                       # preprocessing.resampling
+LABEL_INTERPOLATIONS = ("nearest", "linear_onehot")
+INFLATIONS = ("center", "average", "none")                      # model.inflation.DEPTH_INFLATIONS
+PREDICT_MODES = ("center", "all")                               # model.config.PREDICT_MODES
+MIXED_PRECISION = ("bf16", "fp16", "fp32")
+ROTATIONS = ("quarter_turns", "uniform")
+DATA_DTYPES = ("float16", "float32")
 
 
 @dataclass
@@ -127,11 +142,21 @@ class Plans:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "plans") -> "Plans":
-        version = d.get("schema_version")
+        """Plans from plain JSON, every field checked; a TranssegError names ``source`` and the field path.
+
+        Beyond each field's type and range: the model's names are looked up in timm's registry (a
+        cached copy, so no torch import) and the resolution checked against the backbone's patch size.
+        """
+        version = d.get("schema_version") if isinstance(d, dict) else None
         if version != PLANS_VERSION:
             raise TranssegError(f"{source}: schema_version {version}, this TransSeg reads {PLANS_VERSION}; "
                                 f"rerun transseg_plan_experiment.")
-        return _build(cls, d, source)
+        try:
+            plans = PLANS_SCHEMA.build(cls, d)
+            _check_backbone(plans)
+        except FieldError as error:
+            raise TranssegError(f"{source}: {error}.") from None
+        return plans
 
     def content_hash(self) -> str:
         """A short hash of everything preprocessing depends on (the data section)."""
@@ -139,34 +164,117 @@ class Plans:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build(cls: type, d: Any, where: str):
-    if not isinstance(d, dict):
-        raise TranssegError(f"{where}: expected an object, got {type(d).__name__}.")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise TranssegError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}.")
-    values = {}
-    for name, value in d.items():
-        values[name] = _convert(hints[name], value, f"{where}.{name}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise TranssegError(f"{where}: {error}.") from None
+# ------------------------------------------------------------------------------- what is allowed
+def _is_orientation(code: str) -> bool:
+    letters = code.upper()
+    return len(letters) == 3 and set(letters) <= set(AXIS_OF_LETTER) and \
+        len({AXIS_OF_LETTER[c] for c in letters}) == 3
 
 
-def _convert(hint: Any, value: Any, where: str):
-    origin = typing.get_origin(hint)
-    arguments = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin is typing.Union and value is not None:
-        inner = [a for a in arguments if a is not type(None)]
-        return _convert(inner[0], value, where) if len(inner) == 1 else value
-    if origin is list and arguments and isinstance(value, list):
-        return [_convert(arguments[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+def _is_label_list(values: list[int]) -> bool:
+    return len(values) >= 2 and values[0] == 0 and len(set(values)) == len(values)
+
+
+NUMBER = Rule("a number")
+PROBABILITY = number_in(0, 1)
+POSITIVE_INT = int_at_least(1)
+PLANS_SCHEMA_RULES = {
+    ChannelNormalization: {
+        "scheme": one_of(*NORMALIZATION_SCHEMES),
+        "clip": pair(NUMBER, "<"),
+        "percentiles": pair(number_in(0, 100), "<"),
+    },
+    DataPlan: {
+        "reorient_to": Rule('an orientation code such as "LPS" (one of L/R, A/P and I/S each)', _is_orientation),
+        "slice_axis": one_of(0, 1, 2),
+        "in_plane_spacing": pair(number_above(0)),
+        "slice_spacing": number_above(0),
+        "resolution": pair(POSITIVE_INT),
+        "window_slices": odd_int_at_least(1),
+        "window_stride": POSITIVE_INT,
+        "predict": one_of(*PREDICT_MODES),
+        "normalization": Rule("a non-empty list of channel normalisations", lambda v: len(v) >= 1),
+        "data_dtype": one_of(*DATA_DTYPES),
+        "data_interpolation": one_of(*DATA_INTERPOLATIONS),
+        "label_interpolation": one_of(*LABEL_INTERPOLATIONS),
+        "label_values": Rule("a list of at least two distinct ints, 0 (background) first", _is_label_list),
+    },
+    ModelPlan: {
+        "backbone": non_empty_string(),
+        "pretrained": Rule('"timm", "timm:<timm model name>"',
+                           lambda v: v == "timm" or (v.startswith("timm:") and len(v) > 5)),
+        "inflation": one_of(*INFLATIONS),
+        "decoder_channels": POSITIVE_INT,
+        "drop_path_rate": number_in(0, 1, high_inclusive=False),
+    },
+    AugmentationPlan: {
+        "zoom_range": pair(number_above(0), "<="),
+        "zoom_probability": PROBABILITY,
+        "flip_probability": PROBABILITY,
+        "rotation_probability": PROBABILITY,
+        "rotation": one_of(*ROTATIONS),
+        "rotation_degrees": number_in(0, 180),
+        "intensity_shift": number_above(0, inclusive=True),
+        "intensity_shift_probability": PROBABILITY,
+    },
+    TrainingPlan: {
+        "global_batch_size": POSITIVE_INT,
+        "batch_size_per_gpu": POSITIVE_INT,
+        "steps": POSITIVE_INT,
+        "optimizer": non_empty_string(),       # the trainer's registries check the names
+        "learning_rate": number_above(0),
+        "weight_decay": number_above(0, inclusive=True),
+        "warmup_steps": int_at_least(0),
+        "schedule": non_empty_string(),
+        "loss": non_empty_string(),
+        "num_folds": int_at_least(2),
+        "mixed_precision": one_of(*MIXED_PRECISION),
+        "foreground_oversampling": PROBABILITY,
+        "gradient_clip": number_above(0, inclusive=True),
+        "val_every": POSITIVE_INT,
+        "save_every": POSITIVE_INT,
+        "validation_ema": number_in(0, 1, high_inclusive=False),
+        "seed": Rule("an int in [0, 2**32 - 1]", lambda v: 0 <= v < 2 ** 32),
+        "loader_workers": int_at_least(0),
+        "gpu_memory_target_gb": number_above(0),
+        "estimated_memory_gb": number_above(0, inclusive=True),
+    },
+    Plans: {
+        "dataset_name": non_empty_string(),
+        "plans_name": Rule("a plain file name (letters, digits, '_', '-', '.'; it names the plans file and "
+                           "the case folder)", lambda v: re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v) is not None),
+    },
+}
+
+
+def _check_normalization(scheme: ChannelNormalization, path: str) -> None:
+    if scheme.scheme == "ct" and scheme.clip is None:
+        raise FieldError(f'{path}.clip: expected [low, high] in HU for scheme "ct", got null')
+
+
+def _check_data(data: DataPlan, path: str) -> None:
+    if len(data.label_names) != len(data.label_values):
+        raise FieldError(f"{path}.label_names: expected {len(data.label_values)} names, one per label value, "
+                         f"got {len(data.label_names)}")
+
+
+def _check_backbone(plans: Plans) -> None:
+    """Names against timm's registry; the resolution against the patch size the backbone embeds."""
+    problem = backbone_problem(plans.model.backbone)
+    if problem:
+        raise FieldError(f"model.backbone: {problem}")
+    if plans.model.pretrained and plans.model.pretrained.startswith("timm:"):
+        problem = backbone_problem(plans.model.pretrained[5:], family=False)
+        if problem:
+            raise FieldError(f"model.pretrained: {problem}")
+    patch = patch_size(plans.model.backbone)
+    if any(r % patch for r in plans.data.resolution):
+        raise FieldError(f"data.resolution: expected multiples of the patch size {patch} of "
+                         f"{plans.model.backbone}, got {plans.data.resolution}")
+
+
+PLANS_SCHEMA = Schema(rules=PLANS_SCHEMA_RULES,
+                      checks={ChannelNormalization: _check_normalization, DataPlan: _check_data})
 
 
 def plans_path(preprocessed_dataset_folder: Path, plans_name: str = "plans") -> Path:

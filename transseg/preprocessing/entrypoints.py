@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from ..dataset import CaseFiles, load_dataset
-from ..files import atomic_path, remove_stale_temporaries
+from ..dataset import CaseFiles, load_dataset, require_training_cases
+from ..files import atomic_path, exclusive_lock, remove_stale_temporaries
 from ..io import image_suffix
 from ..parallel import raise_on_failures, run_cases
 from ..paths import TranssegError, canonical_dataset_name, find_dataset_folder, get_root
@@ -32,6 +32,7 @@ from .preprocessor import preprocess_case
 logger = logging.getLogger(__name__)
 PathLike = Optional[Union[str, Path]]
 GROUND_TRUTH_FOLDER = "gt_segmentations"
+LOCK_FILE = ".preprocessing.lock"    # one run per dataset folder: a second would remove the first's temporaries
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,15 @@ def _copy_all_ground_truth(cases: list[CaseFiles], folder: Path, overwrite: bool
 
 def run_preprocess(dataset: Union[str, int], raw_root: PathLike = None, preprocessed_root: PathLike = None,
                    num_processes: int = 2, overwrite: bool = False, plans_name: str = "plans") -> dict:
-    """Preprocess every training case; returns a summary, raises listing the cases that failed."""
+    """Preprocess every training case; returns a summary, raises listing the cases that failed.
+
+    Everything is checked before the first case: the dataset, every field of the plans, and that no
+    other run works on this dataset folder (a lock file that a killed run does not leave stale).
+    """
     start = time.perf_counter()
     raw_folder = find_dataset_folder(dataset, get_root("raw", raw_root))
     spec = load_dataset(raw_folder)
+    training = require_training_cases(spec)
     dataset_folder = get_root("preprocessed", preprocessed_root) / canonical_dataset_name(raw_folder.name)
     plans_file = plans_path(dataset_folder, plans_name)
     if not plans_file.is_file():
@@ -110,25 +116,26 @@ def run_preprocess(dataset: Union[str, int], raw_root: PathLike = None, preproce
     plans_hash = plans.content_hash()
     output = preprocessed_cases_folder(dataset_folder, plans_name)
     ground_truth = ground_truth_folder(dataset_folder)
-    output.mkdir(parents=True, exist_ok=True)
-    ground_truth.mkdir(parents=True, exist_ok=True)
-    removed = remove_stale_temporaries(output) + remove_stale_temporaries(ground_truth)
-    if removed:
-        logger.info("Removed %d temporary file(s) left by an interrupted run.", removed)
-    _copy_all_ground_truth(spec.training, ground_truth, overwrite)
+    with exclusive_lock(dataset_folder / LOCK_FILE, "preprocessing"):
+        output.mkdir(parents=True, exist_ok=True)
+        ground_truth.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temporaries(output) + remove_stale_temporaries(ground_truth)
+        if removed:
+            logger.info("Removed %d temporary file(s) left by an interrupted run.", removed)
+        _copy_all_ground_truth(training, ground_truth, overwrite)
 
-    todo, skipped = [], []
-    for case in spec.training:
-        if not overwrite and case_is_current(output, case.identifier, plans_hash):
-            skipped.append(case.identifier)
-        else:
-            todo.append(case)
-    if skipped:
-        logger.info("%d of %d cases are already preprocessed with these plans; skipped (use --overwrite to redo).",
-                    len(skipped), len(spec.training))
-    todo.sort(key=_input_bytes, reverse=True)   # largest first: the workers finish together
-    jobs = [(c.identifier, _Job(c, plans.data, plans_name, plans_hash, output)) for c in todo]
-    outcomes = run_cases(_preprocess_one, jobs, max(1, num_processes), "preprocessing")
+        todo, skipped = [], []
+        for case in training:
+            if not overwrite and case_is_current(output, case.identifier, plans_hash):
+                skipped.append(case.identifier)
+            else:
+                todo.append(case)
+        if skipped:
+            logger.info("%d of %d cases are already preprocessed with these plans; skipped (use --overwrite to "
+                        "redo).", len(skipped), len(training))
+        todo.sort(key=_input_bytes, reverse=True)   # largest first: the workers finish together
+        jobs = [(c.identifier, _Job(c, plans.data, plans_name, plans_hash, output)) for c in todo]
+        outcomes = run_cases(_preprocess_one, jobs, max(1, num_processes), "preprocessing")
     summary = {
         "output_folder": str(output),
         "ground_truth_folder": str(ground_truth),

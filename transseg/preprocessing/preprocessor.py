@@ -22,8 +22,8 @@ from ..io import Geometry, orientation_permutation, write_image
 from ..paths import TranssegError
 from ..planning.plans import DataPlan
 from .normalization import intensity_window, normalization_record, normalize_inplace
-from .resampling import (DATA_INTERPOLATIONS, LABEL_INTERPOLATIONS, argmax_of_resampled, resample_labels,
-                         resample_labels_nearest, resample_volume, resampled_size)
+from .resampling import (argmax_of_resampled, resample_labels, resample_labels_nearest, resample_volume,
+                         resampled_size)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -102,25 +102,22 @@ def class_locations(seg: np.ndarray, num_classes: int) -> dict[str, list[int]]:
     return {str(c): np.flatnonzero((seg == c).any(axis=(1, 2))).tolist() for c in range(1, num_classes)}
 
 
-def _check_plan(plan: DataPlan, num_channels: int) -> None:
-    if plan.data_interpolation not in DATA_INTERPOLATIONS:
-        raise TranssegError(f"plans: data_interpolation '{plan.data_interpolation}' is not one of "
-                            f"{DATA_INTERPOLATIONS}.")
-    if plan.label_interpolation not in LABEL_INTERPOLATIONS:
-        raise TranssegError(f"plans: label_interpolation '{plan.label_interpolation}' is not one of "
-                            f"{LABEL_INTERPOLATIONS}.")
+def _check_channels(plan: DataPlan, num_channels: int, source: str) -> None:
+    """The one plan check that needs the image; every field was checked when the plans were loaded."""
     if len(plan.normalization) != num_channels:
-        raise TranssegError(f"plans: {len(plan.normalization)} normalisation entries for an image with "
-                            f"{num_channels} channel(s).")
-    if plan.slice_axis not in (0, 1, 2) or len(plan.in_plane_spacing) != 2:
-        raise TranssegError("plans: slice_axis must be 0, 1 or 2 and in_plane_spacing two numbers.")
+        raise TranssegError(f"{source}: {num_channels} image channel(s), the plans expect "
+                            f"{len(plan.normalization)}.")
 
 
 # ----------------------------------------------------------------------------------------- forward
 def preprocess_arrays(data: np.ndarray, seg: Optional[np.ndarray], geometry: Geometry, plan: DataPlan,
-                      label_source: str = "label") -> tuple[np.ndarray, Optional[np.ndarray], dict]:
-    """Preprocess one case held in memory: data (C, Z, Y, X) as stored, seg (Z, Y, X) label values or None."""
-    _check_plan(plan, data.shape[0])
+                      label_source: str = "label", image_source: str = "image"
+                      ) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
+    """Preprocess one case held in memory: data (C, Z, Y, X) as stored, seg (Z, Y, X) label values or None.
+
+    ``image_source`` and ``label_source`` name the files in error messages.
+    """
+    _check_channels(plan, data.shape[0], image_source)
     change = reorientation(geometry, plan.reorient_to)
     data = apply_reorientation(data, change)
     spacing = np.asarray(geometry.spacing_zyx, dtype=np.float64)[change["axes"]]
@@ -175,7 +172,7 @@ def preprocess_arrays(data: np.ndarray, seg: Optional[np.ndarray], geometry: Geo
 def preprocess_case(case: CaseFiles, plan: DataPlan) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
     """Read a case's files (label if it has one) and preprocess them; each file is read once."""
     data, seg, geometry = read_case(case)
-    data, seg, properties = preprocess_arrays(data, seg, geometry, plan, str(case.label))
+    data, seg, properties = preprocess_arrays(data, seg, geometry, plan, str(case.label), str(case.images[0]))
     properties = {"identifier": case.identifier, "images": [str(p) for p in case.images],
                   "label": str(case.label) if case.label is not None else None, **properties}
     return data, seg, properties

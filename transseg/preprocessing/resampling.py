@@ -19,8 +19,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-DATA_INTERPOLATIONS = ("linear", "cubic")
-LABEL_INTERPOLATIONS = ("nearest", "linear_onehot")
+from ..planning.plans import DATA_INTERPOLATIONS, LABEL_INTERPOLATIONS   # the names plans.json may use
+
 SLAB_VOXELS = 1 << 17   # in-plane work is done on slabs of about this many voxels (cache-sized)
 
 
