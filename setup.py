@@ -21,7 +21,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "safetensors", "torchprofile", "monai"],
+        "test": ["pytest>=7", "safetensors", "torchprofile", "monai", "scikit-image"],
         "flops": ["torchprofile"],
     },
     entry_points={
@@ -35,6 +35,7 @@ setup(
             "transseg_evaluate=transseg.cli.evaluate:main",
             "transseg_model_info=transseg.cli.model_info:main",
             "transseg_example=transseg.cli.example:main",
+            "transseg_demo=transseg.cli.demo:main",
         ]
     },
 )

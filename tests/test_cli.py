@@ -3,8 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from transseg.cli.plan_and_preprocess import main as plan_and_preprocess_main
 
 

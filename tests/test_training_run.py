@@ -224,7 +224,9 @@ def test_missing_preprocessing_and_offline_weights_are_explained(trained_example
     assert train(["96", "0", "--device", "cpu", *flags, *root_flags(roots, "results")]) == 1
     assert "no preprocessed cases; run transseg_plan_and_preprocess -d 96" in capsys.readouterr().err
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")                            # read when huggingface_hub is imported,
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # which it already is here
     other = {**trained_example.roots, "results": tmp_path / "offline"}
     assert train(["99", "4", "--device", "cpu", "--steps", "1", "--set", "model.pretrained=\"timm\"",
                   *root_flags(other, "preprocessed", "results")]) == 1

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 from ..evaluation.evaluate import SUMMARY_NAME, evaluate_folder, labels_from_dataset
 from ..evaluation.metrics import DEFAULT_TOLERANCE_MM
-from .common import add_root_arguments, add_verbosity, run_cli
+from .common import POSITIVE_INT, add_root_arguments, add_verbosity, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_MM, metavar="MM",
                         help=f"NSD tolerance in mm (default {DEFAULT_TOLERANCE_MM})")
     parser.add_argument("--overlays", action="store_true",
-                        help="also draw OUTPUT_FOLDER/overlays/CASE.png per case")
+                        help="also draw overlays/CASE.png per case, beside the summary file")
     parser.add_argument("--images", default=None, metavar="FOLDER",
                         help="images to draw the overlays on (CASE.nii.gz or CASE_0000.nii.gz; default: blank)")
-    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("-np", "--num_processes", type=POSITIVE_INT, default=2, help="worker processes (default 2)")
     add_root_arguments(parser, "raw")
     add_verbosity(parser)
     return parser

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_probabilities", action="store_true",
                         help="also write CASE.npz: probabilities on the preprocessed grid and how to restore them")
     parser.add_argument("--tta", action="store_true", help="average over the four in-plane mirrorings")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                        help="auto: CUDA when available (default)")
     parser.add_argument("-npp", "--num_preprocess", type=int, default=2,
                         help="background processes preprocessing the next cases (default 2; 0: none)")
     parser.add_argument("-nps", "--num_export", type=int, default=2,

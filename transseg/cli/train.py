@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="sampling and initialisation seed (training.seed)")
     parser.add_argument("--pretrained_file", help="local pre-trained weights (.pth/.bin/.safetensors)")
     parser.add_argument("--no_pretrained", action="store_true", help="random initialisation (the paper's 'w/o T')")
-    parser.add_argument("--c", dest="resume", action="store_true", help="continue from checkpoint_latest.pt")
+    parser.add_argument("--c", "--continue", dest="resume", action="store_true",
+                        help="continue from checkpoint_latest.pt")
     parser.add_argument("--overwrite", action="store_true", help="start afresh over an existing run of this fold")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any plans field for this run, e.g. --set training.augmentation.zoom_range="

@@ -74,9 +74,13 @@ def sampling_grid(spec: WindowSpec, centre_yx: tuple[float, float], augmentation
 
 
 def _source_box(grid: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Rows and columns [y0, y1) x [x0, x1) that bilinear sampling of ``grid`` touches."""
-    low = np.floor(grid.reshape(-1, 2).min(axis=0) - 0.5).astype(int)
-    high = np.floor(grid.reshape(-1, 2).max(axis=0) - 0.5).astype(int) + 2
+    """Rows and columns [y0, y1) x [x0, x1) that bilinear sampling of ``grid`` touches.
+
+    The grid is an affine image of a rectangle, so its extremes are at the four corners.
+    """
+    corners = grid[[0, 0, -1, -1], [0, -1, 0, -1]]
+    low = np.floor(corners.min(axis=0) - 0.5).astype(int)
+    high = np.floor(corners.max(axis=0) - 0.5).astype(int) + 2
     y0, x0 = np.maximum(low, 0)
     y1, x1 = np.minimum(high, shape)
     return int(y0), max(int(y1), int(y0) + 1), int(x0), max(int(x1), int(x0) + 1)

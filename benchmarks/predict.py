@@ -1,0 +1,108 @@
+"""transseg_predict end to end against the pure forward passes over the same windows (target <= 1.15x).
+
+Builds the example task with larger test cases, plans and preprocesses it for a backbone, trains
+fold 'all' for one step (the weights do not change the cost), then:
+
+- end to end: ``transseg_predict -i imagesTs -o OUT -m MODEL`` as a subprocess, wall time and the
+  peak memory of its process tree (preprocessing workers and export threads included);
+- model only: the same cases preprocessed beforehand (untimed), every window batch built beforehand
+  (untimed), and only ``network(windows)`` + softmax timed, batch by batch as the predictor runs them.
+
+    python benchmarks/predict.py [--cases 8] [--size 160 144] [--slices 60 90] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from measure import gib, machine, timed
+
+from transseg.example import ExampleSettings, make_example_task
+from transseg.inference.inputs import input_cases, preprocess_input
+from transseg.inference.trained_model import load_trained_model
+from transseg.inference.volume import window_batch
+
+
+def run(command: list[str], env: dict) -> None:
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+
+
+def model_seconds(model, cases, device: torch.device, batch_size: int) -> tuple[float, int]:
+    """Seconds of network forward + softmax over every window of every case, and the window count."""
+    total, windows = 0.0, 0
+    for case in cases:
+        data, _ = preprocess_input(case, model.plans.data)
+        for fold in model.folds:
+            for z0 in range(0, data.shape[1], batch_size):
+                batch = torch.from_numpy(window_batch(data, range(z0, min(data.shape[1], z0 + batch_size)),
+                                                      fold.model.spec)).to(device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                with torch.no_grad():
+                    torch.softmax(fold.model.network(batch).float(), dim=1)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                total += time.perf_counter() - start
+                windows += batch.shape[0]
+    return total, windows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--size", type=int, nargs=2, default=[160, 144], metavar=("Y", "X"))
+    parser.add_argument("--slices", type=int, nargs=2, default=[60, 90], metavar=("MIN", "MAX"))
+    parser.add_argument("--backbone", default="vit_tiny_patch16_224")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="transseg_predict_bench_"))
+    roots = {kind: work / kind for kind in ("raw", "preprocessed", "results")}
+    env = {**os.environ, **{f"TRANSSEG_{kind}": str(path) for kind, path in roots.items()}}
+    task = make_example_task(roots["raw"], ExampleSettings(task_id=77, name="Bench", num_training=2,
+                                                           num_test=args.cases, in_plane=tuple(args.size),
+                                                           slices=tuple(args.slices), spacing=(0.8, 0.8, 2.5)))
+    bin_folder = Path(sys.executable).parent
+    run([str(bin_folder / "transseg_plan_and_preprocess"), "-d", "77", "-np", "2", "--backbone", args.backbone,
+         "--min_resolution", "64", "--no_pretrained"], env)
+    run([str(bin_folder / "transseg_train"), "77", "all", "--steps", "1", "--batch_size", "2", "--device", args.device,
+         "--set", "training.loader_workers=0"], env)
+    model_folder = roots["results"] / "Dataset077_Bench" / "plans"
+    output = work / "predictions"
+    end_to_end = timed([str(bin_folder / "transseg_predict"), "-i", str(task / "imagesTs"), "-o", str(output), "-m",
+                        str(model_folder), "--device", args.device], env, work / "predict.log")
+
+    device = torch.device(args.device)
+    model = load_trained_model(model_folder, device=device)
+    cases = input_cases(task / "imagesTs", model.num_channels)
+    batch = model.plans.training.batch_size_per_gpu
+    pure, windows = model_seconds(model, cases, device, batch)
+    largest = max(cases, key=lambda c: c.images[0].stat().st_size)
+    data, properties = preprocess_input(largest, model.plans.data)
+    original = int(np.prod(properties["geometry"]["size"])) * 2
+    probabilities = data[0].size * len(model.plans.data.label_values) * 2
+
+    print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"{len(cases)} cases, {windows} windows, {args.backbone} at {model.plans.data.resolution}, "
+          f"batch {batch}; largest case {properties['geometry']['size']} (int16 {gib(original)}), preprocessed "
+          f"{list(data.shape)}, float16 probabilities {gib(probabilities)}")
+    print(f"end to end transseg_predict: {end_to_end['seconds']:.2f} s, peak tree RSS {gib(end_to_end['peak_rss'])} "
+          f"(PSS {gib(end_to_end['peak_pss'])}, largest process {gib(end_to_end['peak_single_rss'])})")
+    print(f"model forward passes only:   {pure:.2f} s ({windows / pure:.1f} windows/s)")
+    print(f"ratio end to end / model:    {end_to_end['seconds'] / pure:.3f} (target <= 1.15)")
+    print(f"work folder: {work}")
+
+
+if __name__ == "__main__":
+    main()
