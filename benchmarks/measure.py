@@ -77,12 +77,12 @@ class TreeSampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
-def timed(command: list[str], env: dict, log: Path) -> dict:
+def timed(command: list[str], env: dict, log: Path, interval: float = 0.05) -> dict:
     """Run a command; wall time, peak tree memory, and its exit status (output goes to ``log``)."""
     with open(log, "w") as output:
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        sampler = TreeSampler(process.pid)
+        sampler = TreeSampler(process.pid, interval)
         sampler.start()
         status = process.wait()
         wall = time.perf_counter() - start

@@ -170,7 +170,7 @@ def test_a_label_pushed_through_the_whole_path_comes_back_identical(tmp_path, tt
     the round trip must be exact."""
     from conftest import require_real_data
     from transseg.dataset import CaseFiles
-    from transseg.inference.predictor import export_prediction
+    from transseg.inference.case import CasePrediction, export_case, predict_case
     from transseg.inference.volume import InferenceSettings, VolumeModel, predict_probabilities
     from transseg.inference.window_spec import WindowSpec
     from transseg.planning.plans import ChannelNormalization, DataPlan
@@ -186,10 +186,16 @@ def test_a_label_pushed_through_the_whole_path_comes_back_identical(tmp_path, tt
     probabilities = predict_probabilities([model], seg[None].astype(np.float32), torch.device("cpu"),
                                           InferenceSettings(batch_size=7, tta=tta))
     assert seg.shape[1] > 32 or seg.shape[2] > 48          # tiles were needed
-    export_prediction(probabilities, properties, tmp_path / "spine.nii.gz", save_probabilities=False)
-    original, restored = sitk.ReadImage(str(label_file)), sitk.ReadImage(str(tmp_path / "spine.nii.gz"))
-    assert np.array_equal(sitk.GetArrayFromImage(restored), sitk.GetArrayFromImage(original))
-    assert restored.GetDirection() == original.GetDirection() and restored.GetOrigin() == original.GetOrigin()
+    export_case(CasePrediction(properties, probabilities=probabilities), tmp_path / "spine.nii.gz")
+    streamed = predict_case([model], seg[None].astype(np.float32), properties, torch.device("cpu"),
+                            InferenceSettings(batch_size=7, tta=tta))
+    assert streamed.probabilities is None and streamed.classes.shape == tuple(properties["shape_before_resampling"])
+    export_case(streamed, tmp_path / "streamed.nii.gz")
+    original = sitk.ReadImage(str(label_file))
+    for name in ("spine.nii.gz", "streamed.nii.gz"):
+        restored = sitk.ReadImage(str(tmp_path / name))
+        assert np.array_equal(sitk.GetArrayFromImage(restored), sitk.GetArrayFromImage(original)), name
+        assert restored.GetDirection() == original.GetDirection() and restored.GetOrigin() == original.GetOrigin()
 
 
 def test_real_scans_come_back_in_their_own_geometry_and_format(tmp_path):

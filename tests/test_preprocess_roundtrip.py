@@ -32,11 +32,17 @@ FLOAT16 = 1e-3      # |error| allowed for values in [-1, 1] stored as float16 (s
 
 
 def write_task(raw: Path, number: int, name: str, modality: dict, labels: dict, pairs: list[tuple[str, str]]) -> None:
-    """An MSD task whose dataset.json points at the shared real files by absolute path (no copies)."""
+    """An MSD task whose files are symbolic links to the shared real files (no copies); dataset.json may
+    only name files inside its folder, so the links stand in imagesTr/ and labelsTr/."""
     folder = raw / f"Task{number:02d}_{name}"
-    folder.mkdir(parents=True)
-    meta = {"name": name, "modality": modality, "labels": labels,
-            "training": [{"image": str(REAL_DATA / i), "label": str(REAL_DATA / l)} for i, l in pairs], "test": []}
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    training = []
+    for image, label in pairs:       # MSD names a label file like its image
+        (folder / "imagesTr" / image).symlink_to(REAL_DATA / image)
+        (folder / "labelsTr" / image).symlink_to(REAL_DATA / label)
+        training.append({"image": f"./imagesTr/{image}", "label": f"./labelsTr/{image}"})
+    meta = {"name": name, "modality": modality, "labels": labels, "training": training, "test": []}
     (folder / "dataset.json").write_text(json.dumps(meta))
 
 

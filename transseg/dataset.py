@@ -9,6 +9,7 @@ inside the MSD tarballs) are ignored wherever folders are listed.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +89,14 @@ def _section(meta: dict, key: str, kind: type, json_path: Path, example: str):
     return value
 
 
-def _resolve(folder: Path, name: str) -> Path:
-    return Path(name) if Path(name).is_absolute() else (folder / name).resolve()
+def _resolve(folder: Path, name: str, json_path: Path) -> Path:
+    """A file that dataset.json names: it must lie inside the dataset folder (no absolute path, no '..' out)."""
+    root = Path(os.path.normpath(Path(folder).absolute()))
+    candidate = Path(os.path.normpath(root / name))
+    if Path(name).is_absolute() or not candidate.is_relative_to(root):
+        raise TranssegError(f"{json_path}: '{name}' points outside the dataset folder {root}; dataset.json may only "
+                            f"name files inside it.")
+    return candidate
 
 
 def _msd_cases(folder: Path, entries: list, json_path: Path, section: str) -> list[CaseFiles]:
@@ -100,7 +107,7 @@ def _msd_cases(folder: Path, entries: list, json_path: Path, section: str) -> li
         image = entry.get("image") if isinstance(entry, dict) else entry
         if not isinstance(image, str) or not image:
             raise TranssegError(f"{json_path}: {section} entry {index} ({json.dumps(entry)}) has no 'image' file name.")
-        image_path = _resolve(folder, image)
+        image_path = _resolve(folder, image, json_path)
         if is_hidden_junk(image_path):
             continue
         label_path = None
@@ -108,7 +115,7 @@ def _msd_cases(folder: Path, entries: list, json_path: Path, section: str) -> li
             label = entry.get("label") if isinstance(entry, dict) else None
             if not isinstance(label, str) or not label:
                 raise TranssegError(f"{json_path}: {section} entry {index} ({image}) has no 'label' file name.")
-            label_path = _resolve(folder, label)
+            label_path = _resolve(folder, label, json_path)
         cases.append(CaseFiles(strip_suffix(image_path.name), (image_path,), label_path))
     return cases
 

@@ -73,7 +73,7 @@ def run_demo(folder: Path, settings: DemoSettings = DemoSettings()) -> DemoResul
     predictions = folder / "predictions"
     run_prediction(PredictOptions(input=str(task / "imagesTs"), output=str(predictions),
                                   model_folder=str(model_folder(roots["results"], "Dataset099_Example", "plans")),
-                                  device=settings.device, settings=PredictionSettings(num_preprocess=1)))
+                                  device=settings.device, settings=PredictionSettings()))
     summary_file = predictions / "summary.json"
     summary = evaluate_folder(task / "labelsTs", predictions, {int(k): v for k, v in LABELS.items()}, summary_file,
                               overlays=True, image_folder=task / "imagesTs")

@@ -11,6 +11,7 @@ from ..paths import TranssegError
 from ..planning.schema import argparse_type, int_at_least
 
 POSITIVE_INT = argparse_type(int, int_at_least(1))
+NON_NEGATIVE_INT = argparse_type(int, int_at_least(0))
 
 
 def add_root_arguments(parser: argparse.ArgumentParser, *kinds: str) -> None:

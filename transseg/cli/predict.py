@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import add_root_arguments, add_verbosity, run_cli
+from .common import NON_NEGATIVE_INT, POSITIVE_INT, add_root_arguments, add_verbosity, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tta", action="store_true", help="average over the four in-plane mirrorings")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
                         help="auto: CUDA when available (default)")
-    parser.add_argument("-npp", "--num_preprocess", type=int, default=2,
-                        help="background processes preprocessing the next cases (default 2; 0: none)")
-    parser.add_argument("-nps", "--num_export", type=int, default=2,
-                        help="background threads writing predictions (default 2)")
-    parser.add_argument("--batch_size", type=int, help="windows per forward pass (default: the training batch)")
+    parser.add_argument("-npp", "--num_preprocess", type=NON_NEGATIVE_INT, default=None,
+                        help="background processes preprocessing the next cases (default: 2 with a GPU, 0 on a CPU, "
+                             "where the network keeps every core busy)")
+    parser.add_argument("-nps", "--num_export", type=POSITIVE_INT, default=None,
+                        help="background threads writing predictions (default: 2 with a GPU, 1 on a CPU)")
+    parser.add_argument("--batch_size", type=POSITIVE_INT,
+                        help="windows per forward pass (default: the training batch per GPU)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="skip cases whose prediction exists already")
     add_root_arguments(parser, "results")
@@ -43,10 +45,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body(args: argparse.Namespace) -> None:
         from ..inference.entrypoints import PredictOptions, run_prediction
         from ..inference.predictor import PredictionSettings
-        from ..paths import TranssegError
-
-        if args.num_preprocess < 0 or args.num_export < 1 or (args.batch_size is not None and args.batch_size < 1):
-            raise TranssegError("-npp must be >= 0, -nps >= 1 and --batch_size >= 1.")
         settings = PredictionSettings(tta=args.tta, save_probabilities=args.save_probabilities,
                                       num_preprocess=args.num_preprocess, num_export=args.num_export,
                                       resume=args.resume, batch_size=args.batch_size)

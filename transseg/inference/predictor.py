@@ -1,17 +1,14 @@
 """Prediction of whole cases: preprocess -> every fold's windows -> back to each scan's own geometry.
 
 Three kinds of work overlap: ``num_preprocess`` worker processes read and preprocess the next
-cases (preprocessing's own ``preprocess_case``), the main thread runs the networks, and
-``num_export`` threads resample, arg-max and write finished cases (preprocessing's own
-``export_segmentation``). Queues are bounded, so at most a few cases are in memory at once. Each
-output appears complete or not at all; a failing case is reported by name while the others finish.
-
-Memory: the probabilities of one case are held as float16 on the preprocessed grid (classes x
-slices x rows x columns x 2 bytes) while it is exported; export resamples one class at a time.
+cases (preprocessing's own ``preprocess_case``), the main thread runs the networks (and, streaming,
+turns each chunk of slices into classes: see ``case``), and ``num_export`` threads restore and write
+finished cases (preprocessing's own inverse). Queues are bounded, so at most a few cases are in
+memory at once. Each output appears complete or not at all; a failing case is reported by name
+while the others finish.
 """
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import traceback
@@ -26,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..dataset import CaseFiles, strip_suffix
+from ..dataset import CaseFiles
 from ..files import remove_stale_temporaries
 from ..paths import TranssegError
-from ..preprocessing import export_segmentation, write_npz
+from .case import export_case, predict_case
 from .inputs import output_name, preprocess_input
 from .trained_model import TrainedModel
-from .volume import InferenceSettings, predict_probabilities
+from .volume import InferenceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +38,19 @@ logger = logging.getLogger(__name__)
 class PredictionSettings:
     tta: bool = False
     save_probabilities: bool = False
-    num_preprocess: int = 2            # background processes reading and preprocessing cases (0: inline)
-    num_export: int = 2                # background threads writing predictions
+    num_preprocess: Optional[int] = None   # background processes preprocessing cases ahead (0: inline)
+    num_export: Optional[int] = None       # background threads writing predictions
     resume: bool = False               # skip cases whose output exists already
     batch_size: Optional[int] = None   # windows per forward pass (default: the training batch per GPU)
+
+
+def background_workers(settings: PredictionSettings, device: torch.device) -> tuple[int, int]:
+    """(preprocessing processes, export threads): 2 and 2 beside a GPU; on a CPU, where the network
+    already keeps every core busy, 0 and 1 (measured: extra processes there only slow the network)."""
+    default = (2, 2) if device.type == "cuda" else (0, 1)
+    preprocess = default[0] if settings.num_preprocess is None else settings.num_preprocess
+    export = default[1] if settings.num_export is None else settings.num_export
+    return preprocess, max(1, export)
 
 
 @dataclass
@@ -54,41 +60,74 @@ class PredictionReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def export_prediction(probabilities: np.ndarray, properties: dict, path: Path, save_probabilities: bool) -> Path:
-    """Write the label map in the scan's geometry; with ``save_probabilities`` also CASE.npz beside it.
-
-    CASE.npz holds ``probabilities`` (classes, Z, Y, X) float16 on the preprocessed grid and
-    ``properties_json`` (the CASE.json record that ``restore_segmentation`` needs), read with
-    ``np.load(allow_pickle=False)``.
-    """
-    if save_probabilities:
-        record = np.frombuffer(json.dumps(properties).encode("utf-8"), dtype=np.uint8)
-        write_npz(path.with_name(strip_suffix(path.name) + ".npz"), {"probabilities": probabilities, "properties_json": record})
-    return export_segmentation(probabilities, properties, path)
-
-
 def _describe(error: BaseException) -> str:
     if isinstance(error, TranssegError):
         return str(error)
-    if isinstance(error, BrokenProcessPool):
-        return "lost: a preprocessing process died (often for lack of memory; try a smaller -npp)"
     logger.debug("".join(traceback.format_exception(error)))
     return f"{type(error).__name__}: {error}"
 
 
-class _InlineExecutor:
-    """The executor interface, running each job at once (``-npp 0``)."""
+class _CasePreprocessing:
+    """The cases, preprocessed ``workers`` ahead in spawned processes, delivered in order.
 
-    def submit(self, function, *args) -> Future:
-        future: Future = Future()
+    If the pool breaks before delivering anything (a script that spawned processes cannot
+    re-import, say), every case is preprocessed in this process instead; if it breaks later, a
+    worker died on the case in hand (often for lack of memory): that case is reported lost and the
+    rest are preprocessed here. Cases not yet started are preprocessed only when their turn comes.
+    """
+
+    def __init__(self, cases: list[CaseFiles], plan, workers: int):
+        self.plan, self.waiting, self.pending = plan, deque(cases), deque()
+        self.depth, self.delivered = max(1, workers) + 1, 0
+        self.pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                     if workers > 0 and len(cases) > 1 else None)
+
+    def _fill(self) -> None:
+        while self.waiting and len(self.pending) < self.depth:
+            case, future = self.waiting.popleft(), None
+            if self.pool is not None:
+                try:
+                    future = self.pool.submit(preprocess_input, case, self.plan)
+                except BrokenProcessPool as error:
+                    self._without_pool(error)
+            self.pending.append((case, future))
+
+    def _without_pool(self, error: BaseException) -> None:
+        logger.warning("background preprocessing stopped (%s); the remaining cases are preprocessed in this "
+                       "process", error or type(error).__name__)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
+        self.pending = deque((case, None) for case, _ in self.pending)
+
+    def _result(self, case: CaseFiles, future: Optional[Future]) -> tuple[np.ndarray, dict]:
+        if future is None:
+            return preprocess_input(case, self.plan)
         try:
-            future.set_result(function(*args))
-        except Exception as error:   # delivered to the caller through the future, like a pool would
-            future.set_exception(error)
-        return future
+            return future.result()
+        except BrokenProcessPool as error:
+            blamed = self.delivered > 0
+            self._without_pool(error)
+            if blamed:
+                raise TranssegError("lost: the preprocessing process died on this case (often for lack of "
+                                    "memory; try -npp 0 or a machine with more memory)") from None
+            return preprocess_input(case, self.plan)
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+    def __iter__(self):
+        """(case, (data, properties) or None, error or None) per case, in order."""
+        self._fill()
+        while self.pending:
+            case, future = self.pending.popleft()
+            try:
+                outcome = (case, self._result(case, future), None)
+                self.delivered += 1
+            except Exception as error:
+                outcome = (case, None, error)
+            self._fill()
+            yield outcome
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, device: torch.device,
@@ -108,66 +147,50 @@ def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, dev
         logger.info("%d case(s) already predicted in %s; skipped (--continue).", len(report.skipped), output)
     inference = InferenceSettings(batch_size=settings.batch_size or model.plans.training.batch_size_per_gpu,
                                   tta=settings.tta, autocast=torch.bfloat16 if device.type == "cuda" else None)
-    def new_pool():
-        if settings.num_preprocess > 0 and len(todo) > 1:
-            return ProcessPoolExecutor(settings.num_preprocess, mp_context=multiprocessing.get_context("spawn"))
-        return _InlineExecutor()
-
-    preprocessors = new_pool()
-    exporters = ThreadPoolExecutor(max(1, settings.num_export))
-    pending_preprocessing: deque[tuple[CaseFiles, Future]] = deque()
+    num_preprocess, num_export = background_workers(settings, device)
+    preprocessing = _CasePreprocessing(todo, model.plans.data, num_preprocess)
+    exporters = ThreadPoolExecutor(num_export)
     pending_exports: deque[tuple[CaseFiles, Future]] = deque()
-    queue = iter(todo)
     overall = tqdm(total=len(todo), desc="predicting", unit="case", disable=not todo)
 
-    def submit_next() -> None:
-        case = next(queue, None)
-        if case is not None:
-            pending_preprocessing.append((case, preprocessors.submit(preprocess_input, case, model.plans.data)))
+    def failed(case: CaseFiles, error: BaseException) -> None:
+        report.failed[case.identifier] = _describe(error)
+        logger.error("%s: %s", case.identifier, report.failed[case.identifier])
 
     def collect_export(case: CaseFiles, future: Future) -> None:
         try:
             future.result()
             report.written.append(case.identifier)
         except Exception as error:
-            report.failed[case.identifier] = _describe(error)
-            logger.error("%s: %s", case.identifier, report.failed[case.identifier])
+            failed(case, error)
         overall.update()
 
     try:
-        for _ in range(max(1, settings.num_preprocess) + 1):
-            submit_next()
-        while pending_preprocessing:
-            case, future = pending_preprocessing.popleft()
-            submit_next()
+        for case, preprocessed, error in preprocessing:
+            if error is not None:
+                failed(case, error)
+                overall.update()
+                continue
+            data, properties = preprocessed
+            del preprocessed
             try:
-                data, properties = future.result()
                 slices = tqdm(total=data.shape[1], desc=case.identifier, unit="slice", leave=False)
-                probabilities = predict_probabilities([f.model for f in model.folds], data, device, inference,
-                                                      progress=slices)
+                prediction = predict_case([f.model for f in model.folds], data, properties, device, inference,
+                                          settings.save_probabilities, progress=slices)
                 slices.close()
                 del data
-            except Exception as error:
-                report.failed[case.identifier] = _describe(error)
-                logger.error("%s: %s", case.identifier, report.failed[case.identifier])
+            except Exception as problem:
+                failed(case, problem)
                 overall.update()
-                if isinstance(error, BrokenProcessPool):   # start a fresh pool for the cases still waiting
-                    preprocessors.shutdown(wait=False, cancel_futures=True)
-                    preprocessors = new_pool()
-                    waiting = [c for c, _ in pending_preprocessing]
-                    pending_preprocessing.clear()
-                    for other in waiting:
-                        pending_preprocessing.append((other, preprocessors.submit(preprocess_input, other,
-                                                                                  model.plans.data)))
                 continue
-            while len(pending_exports) >= max(1, settings.num_export):
+            while len(pending_exports) >= num_export:
                 collect_export(*pending_exports.popleft())
-            pending_exports.append((case, exporters.submit(export_prediction, probabilities, properties,
-                                                           output / output_name(case), settings.save_probabilities)))
+            pending_exports.append((case, exporters.submit(export_case, prediction, output / output_name(case),
+                                                           settings.save_probabilities)))
         while pending_exports:
             collect_export(*pending_exports.popleft())
     finally:
-        preprocessors.shutdown(wait=True, cancel_futures=True)
+        preprocessing.close()
         exporters.shutdown(wait=True)
         overall.close()
     return report

@@ -10,10 +10,12 @@ What the other stages call:
 from .case_store import (case_is_current, list_cases, load_case, load_properties, open_member, read_window, save_case,
                          window_indices, write_npz)
 from .entrypoints import ground_truth_folder, preprocessed_cases_folder, run_preprocess
-from .preprocessor import export_segmentation, preprocess_arrays, preprocess_case, restore_segmentation
+from .preprocessor import (export_segmentation, preprocess_arrays, preprocess_case, restore_cropped_classes,
+                           restore_segmentation, write_restored)
 
 __all__ = [
     "case_is_current", "list_cases", "load_case", "load_properties", "open_member", "read_window", "save_case",
     "window_indices", "write_npz", "ground_truth_folder", "preprocessed_cases_folder", "run_preprocess",
-    "export_segmentation", "preprocess_arrays", "preprocess_case", "restore_segmentation",
+    "export_segmentation", "preprocess_arrays", "preprocess_case", "restore_cropped_classes", "restore_segmentation",
+    "write_restored",
 ]

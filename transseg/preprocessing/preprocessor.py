@@ -195,6 +195,18 @@ def restore_segmentation(prediction: np.ndarray, properties: dict) -> np.ndarray
                                       smallest_unsigned(prediction.shape[0] - 1))
     else:
         classes = resample_labels_nearest(prediction, shape_before)
+    return restore_cropped_classes(classes, properties)
+
+
+def restore_cropped_classes(classes: np.ndarray, properties: dict) -> np.ndarray:
+    """Class indices on the cropped grid before resampling (slice axis first) -> label values on the file's grid.
+
+    The second half of :func:`restore_segmentation`, for callers that resample and arg-max slab by
+    slab themselves (prediction streams its slices so that no probability volume is ever held).
+    """
+    if list(classes.shape) != list(properties["shape_before_resampling"]):
+        raise TranssegError(f"class map shape {classes.shape} does not match the cropped grid "
+                            f"{properties['shape_before_resampling']}.")
     classes = classes.transpose(np.argsort(properties["slice_first_order"]))
     values = properties["label_values"]
     table = np.asarray(values, dtype=label_value_dtype(values))
@@ -207,6 +219,10 @@ def restore_segmentation(prediction: np.ndarray, properties: dict) -> np.ndarray
 
 def export_segmentation(prediction: np.ndarray, properties: dict, path: Union[str, Path]) -> Path:
     """Restore a prediction and write it with the original image's geometry (format from the suffix)."""
-    restored = restore_segmentation(prediction, properties)
+    return write_restored(restore_segmentation(prediction, properties), properties, path)
+
+
+def write_restored(restored: np.ndarray, properties: dict, path: Union[str, Path]) -> Path:
+    """Write label values on the file's grid with the original image's geometry; complete or not at all."""
     write_image(restored, Geometry.from_dict(properties["geometry"]), path)
     return Path(path)

@@ -14,8 +14,8 @@ import torch
 
 from ..evaluation import evaluate_folder
 from ..files import remove_stale_temporaries
-from ..inference.predictor import export_prediction
-from ..inference.volume import InferenceSettings, VolumeModel, predict_probabilities
+from ..inference.case import export_case, predict_case
+from ..inference.volume import InferenceSettings, VolumeModel
 from ..io import image_suffix
 from ..preprocessing import ground_truth_folder, load_case
 from .distributed import DistributedContext, barrier
@@ -38,9 +38,8 @@ def predict_and_evaluate_validation(network: torch.nn.Module, setup: FoldSetup, 
                                  autocast=torch.bfloat16 if context.device.type == "cuda" else None)
     for identifier in setup.val_ids[context.rank::context.world_size]:
         data, _, properties = load_case(setup.cases_folder, identifier)
-        probabilities = predict_probabilities([model], data, context.device, settings)
         suffix = image_suffix(properties["label"]) if properties.get("label") else ".nii.gz"
-        export_prediction(probabilities, properties, output / f"{identifier}{suffix}", save_probabilities=False)
+        export_case(predict_case([model], data, properties, context.device, settings), output / f"{identifier}{suffix}")
     barrier(context)
     if not context.is_main:
         return {}
