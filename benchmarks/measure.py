@@ -24,15 +24,27 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
+def _direct_children(pid: int) -> list[int]:
+    """Children from /proc/PID/task/*/children: a few small reads, not a scan of every process."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            children.extend(int(c) for c in handle.read().split())
+    return children
+
+
 def _tree(pid: int) -> list[int]:
+    result, stack = [], [pid]
     try:
-        import psutil
-        process = psutil.Process(pid)
-        return [pid] + [p.pid for p in process.children(recursive=True)]
-    except ImportError:
+        while stack:
+            current = stack.pop()
+            result.append(current)
+            stack.extend(_direct_children(current))
+        return result
+    except FileNotFoundError:   # a process ended between reads, or a kernel without the children files
         pass
-    except Exception:   # the process ended between samples
-        return [pid]
+    except OSError:
+        return result or [pid]
     children, result, stack = _children_map(), [], [pid]
     while stack:
         current = stack.pop()
@@ -41,12 +53,18 @@ def _tree(pid: int) -> list[int]:
     return result
 
 
-def _memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in bytes; zeros once it has gone."""
+def _memory(pid: int, pss_too: bool = True) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; zeros once it has gone.
+
+    PSS walks every mapping of the process under its memory-map lock, which slows a process that
+    maps and unmaps as much as torch does; ``pss_too=False`` reads only the RSS counter.
+    """
     rss = pss = 0
     try:
         with open(f"/proc/{pid}/statm") as handle:
             rss = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if not pss_too:
+            return rss, 0
         with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
                 if line.startswith("Pss:"):
@@ -60,16 +78,16 @@ def _memory(pid: int) -> tuple[int, int]:
 class TreeSampler(threading.Thread):
     """Polls a process tree and keeps the peak of the summed RSS and PSS."""
 
-    def __init__(self, pid: int, interval: float = 0.05):
+    def __init__(self, pid: int, interval: float = 0.05, pss: bool = True):
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
+        self.pid, self.interval, self.pss = pid, interval, pss
         self.peak_rss = self.peak_pss = self.peak_processes = self.peak_single_rss = 0
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
             pids = _tree(self.pid)
-            samples = [_memory(p) for p in pids]
+            samples = [_memory(p, self.pss) for p in pids]
             totals = [sum(values) for values in zip(*samples)] or [0, 0]
             self.peak_single_rss = max([self.peak_single_rss] + [rss for rss, _ in samples])
             self.peak_rss, self.peak_pss = max(self.peak_rss, totals[0]), max(self.peak_pss, totals[1])
@@ -77,12 +95,12 @@ class TreeSampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
-def timed(command: list[str], env: dict, log: Path, interval: float = 0.05) -> dict:
+def timed(command: list[str], env: dict, log: Path, interval: float = 0.05, pss: bool = True) -> dict:
     """Run a command; wall time, peak tree memory, and its exit status (output goes to ``log``)."""
     with open(log, "w") as output:
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        sampler = TreeSampler(process.pid, interval)
+        sampler = TreeSampler(process.pid, interval, pss)
         sampler.start()
         status = process.wait()
         wall = time.perf_counter() - start

@@ -104,7 +104,8 @@ def main() -> None:
     for attempt in range(repeats):                   # alternate the configurations: drifting load hits both
         for name, extra in configurations:
             folder = output / f"{name.replace(' ', '_')}_{attempt}"
-            measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log", interval=0.25))
+            measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log",
+                                        interval=0.25, pss=False))
     runs = {name: sorted(results, key=lambda r: r["seconds"])[len(results) // 2] for name, results in measured.items()}
     spreads = {name: [round(r["seconds"], 1) for r in results] for name, results in measured.items()}
 
@@ -129,7 +130,7 @@ def main() -> None:
     for name, run_ in runs.items():
         print(f"transseg_predict, {name:15s}: median {run_['seconds']:.2f} s of {spreads[name]} = "
               f"{run_['seconds'] / pure:.3f}x the model (target <= 1.15); peak tree RSS {gib(run_['peak_rss'])} "
-              f"(PSS {gib(run_['peak_pss'])}, largest process {gib(run_['peak_single_rss'])})")
+              f"(largest process {gib(run_['peak_single_rss'])})")
     print(f"work folder: {work}")
 
 

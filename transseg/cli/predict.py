@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: CUDA when available (default)")
     parser.add_argument("-npp", "--num_preprocess", type=NON_NEGATIVE_INT, default=None,
                         help="background processes preprocessing the next cases (default: 2 with a GPU, 0 on a CPU, "
-                             "where the network keeps every core busy)")
+                             "whose cores the network keeps busy)")
     parser.add_argument("-nps", "--num_export", type=POSITIVE_INT, default=None,
                         help="background threads writing predictions (default: 2 with a GPU, 1 on a CPU)")
     parser.add_argument("--batch_size", type=POSITIVE_INT,

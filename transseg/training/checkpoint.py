@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 
@@ -64,11 +64,3 @@ def checkpoint_file(fold_folder: Union[str, Path], which: str) -> Path:
     if which not in CHECKPOINT_NAMES:
         raise TranssegError(f"checkpoint '{which}' is not one of {sorted(CHECKPOINT_NAMES)}.")
     return Path(fold_folder) / CHECKPOINT_NAMES[which]
-
-
-def model_state(state: dict) -> dict:
-    return state["model"]
-
-
-def optional_float(value: Optional[float]) -> Optional[float]:
-    return None if value is None else float(value)

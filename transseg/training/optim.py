@@ -7,8 +7,6 @@ name fragments, not by a list of norm names, is what keeps BEiT's norms out of t
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 from torch import nn
 
@@ -56,8 +54,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup_steps: in
 def no_decay_names(model: nn.Module) -> list[str]:
     """Names of the parameters kept out of weight decay (for the log and the tests)."""
     return [n for n, p in model.named_parameters() if not decays(n, p)]
-
-
-def gradient_norm(parameters: Iterable[torch.Tensor]) -> float:
-    grads = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0

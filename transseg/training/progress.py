@@ -65,7 +65,7 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_progress(records: list[dict], path: Path, class_names: Optional[list[str]] = None) -> None:
+def plot_progress(records: list[dict], path: Path) -> None:
     """Loss parts, validation Dice and its EMA, learning rate and speed, one panel each."""
     import matplotlib
 

@@ -44,10 +44,6 @@ class Augmentation:
     rotation_degrees: float = 0.0
     intensity_shift: float = 0.0
 
-    @property
-    def is_identity(self) -> bool:
-        return self == Augmentation()
-
 
 @dataclass(frozen=True)
 class WindowDraw:

@@ -229,12 +229,14 @@ class Trainer:
                                                      windows_per_step, stop.requested)
                 progress.update(1)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", windows_s=f"{record['windows_per_s']:.1f}")
-                validated = self._maybe_validate(record)
-                if metrics is not None:
+                validated, checkpoints = self._validate_if_due(record)
+                if metrics is not None:               # the record first: a checkpoint never runs ahead of the log
                     metrics.append(record)
                     if validated or time.perf_counter() - last_plot > PLOT_EVERY_SECONDS:
                         self.plot(metrics)
                         last_plot = time.perf_counter()
+                for name in checkpoints:
+                    self.save(name)
                 started = time.perf_counter()    # a step's time includes waiting for its batch, not validation
                 if stopping:                     # any rank asked: all stop after the same step
                     self.save(LATEST)
@@ -257,30 +259,29 @@ class Trainer:
                   "lr": learning_rate, "windows_per_s": windows / max(seconds, 1e-9), "step_seconds": seconds}
         return record, stop > 0
 
-    def _maybe_validate(self, record: dict) -> bool:
+    def _validate_if_due(self, record: dict) -> tuple[bool, list[str]]:
+        """Validate when due (adding the figures to ``record``); also the checkpoints this step must write."""
         training, step = self.setup.plans.training, self.state.step
-        finished = step == training.steps
-        if step % training.val_every and not finished:
-            if step % training.save_every == 0:
-                self.save(LATEST)
-            return False
+        if step % training.val_every and step != training.steps:
+            return False, [LATEST] if step % training.save_every == 0 else []
+        settings = InferenceSettings(batch_size=2 * self.setup.batch.per_gpu_batch,
+                                     autocast=torch.bfloat16 if self.context.device.type == "cuda" else None)
         result = validate(self.network, self.setup.spec, self.setup.cases_folder, self.setup.val_ids,
-                          len(self.setup.plans.data.label_values), self.context,
-                          InferenceSettings(batch_size=2 * self.setup.batch.per_gpu_batch))
-        if result is not None:
-            self.state.ema = update_ema(self.state.ema, result.mean, training.validation_ema)
-            record.update(result.record(self.setup.plans.data.label_names), val_ema_dice=self.state.ema)
-            logger.info("step %d: validation Dice %.4f (per class %s), moving average %.4f", step, result.mean,
-                        ", ".join(f"{s:.4f}" for s in result.per_class), self.state.ema)
-            if self.state.best_ema is None or self.state.ema > self.state.best_ema:
-                self.state.best_ema, self.state.best_step = self.state.ema, step
-                self.save(BEST)
-                logger.info("new best moving average %.4f: %s written", self.state.ema, BEST)
-        self.save(LATEST)
-        return result is not None
+                          len(self.setup.plans.data.label_values), self.context, settings)
+        if result is None:                    # fold 'all': nothing to validate on
+            return False, [LATEST]
+        self.state.ema = update_ema(self.state.ema, result.mean, training.validation_ema)
+        record.update(result.record(self.setup.plans.data.label_names), val_ema_dice=self.state.ema)
+        logger.info("step %d: validation Dice %.4f (per class %s), moving average %.4f", step, result.mean,
+                    ", ".join(f"{s:.4f}" for s in result.per_class), self.state.ema)
+        if self.state.best_ema is not None and self.state.ema <= self.state.best_ema:
+            return True, [LATEST]
+        self.state.best_ema, self.state.best_step = self.state.ema, step
+        logger.info("new best moving average %.4f: %s written", self.state.ema, BEST)
+        return True, [BEST, LATEST]
 
     def plot(self, metrics: MetricsLog) -> None:
         try:
-            plot_progress(metrics.records, self.setup.fold_folder / PLOT_FILE, self.setup.plans.data.label_names)
+            plot_progress(metrics.records, self.setup.fold_folder / PLOT_FILE)
         except Exception as error:          # a plot must never stop a training run
             logger.warning("progress.png not drawn: %s", error)
