@@ -17,7 +17,7 @@ from transseg.inference.volume import InferenceSettings, VolumeModel, predict_cl
 from transseg.inference.window_spec import WindowSpec
 from transseg.model import build_model
 from transseg.preprocessing import load_case
-from transseg.training.checkpoint import load_checkpoint
+from transseg.checkpoint import load_checkpoint
 from transseg.training.config import model_config_from_plans
 from transseg.training.distributed import launch_local
 from transseg.training.validation import dice_per_class

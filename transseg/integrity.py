@@ -7,7 +7,6 @@ stored, which ITK's reader turns into 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..paths import TranssegError, get_root
-from ..training.distributed import resolve_device
+from ..devices import resolve_device
 from .inputs import input_cases
 from .predictor import PredictionReport, PredictionSettings, predict_cases
 from .trained_model import find_model_folder, load_trained_model

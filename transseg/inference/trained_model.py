@@ -19,7 +19,7 @@ from ..files import load_json
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError, canonical_dataset_name, parse_dataset_folder_name
 from ..planning.plans import Plans, load_plans
-from ..training.checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint
+from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint
 from .volume import VolumeModel
 from .window_spec import WindowSpec
 

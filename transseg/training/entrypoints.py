@@ -19,7 +19,7 @@ from ..planning.entrypoints import preprocessed_dataset_folder
 from ..planning.fingerprint import fingerprint_path
 from ..planning.plans import Plans, load_plans, plans_path
 from ..preprocessing import case_is_current, list_cases, preprocessed_cases_folder
-from .checkpoint import FINAL, LATEST, check_belongs, load_checkpoint
+from ..checkpoint import FINAL, LATEST, check_belongs, load_checkpoint
 from .config import TrainOptions, apply_overrides, batch_plan, model_config_from_plans
 from .distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from .progress import MetricsLog, attach_log_file

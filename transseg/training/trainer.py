@@ -25,7 +25,7 @@ from ..inference.window_spec import WindowSpec
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError
 from ..planning.plans import Plans
-from .checkpoint import BEST, FINAL, LATEST, save_checkpoint
+from ..checkpoint import BEST, FINAL, LATEST, save_checkpoint
 from .config import BatchPlan
 from .distributed import DistributedContext, reduce_mean, synchronise_batch_norms
 from .loader import BatchLayout, WindowBatches, default_workers, make_loader, training_cases

@@ -13,8 +13,8 @@ from typing import Any, Union
 
 import torch
 
-from ..files import atomic_path
-from ..paths import TranssegError
+from .files import atomic_path
+from .paths import TranssegError
 
 CHECKPOINT_FORMAT = "transseg-checkpoint"
 CHECKPOINT_VERSION = 1
