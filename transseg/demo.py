@@ -20,7 +20,7 @@ from .planning.entrypoints import run_extract_fingerprint, run_plan_experiment
 from .planning.planner import PlannerOptions
 from .preprocessing import run_preprocess
 from .training.config import TrainOptions
-from .training.entrypoints import model_folder, run_training
+from .training.entrypoints import run_training
 
 logger = logging.getLogger(__name__)
 DEMO_TASK = 99
@@ -72,7 +72,7 @@ def run_demo(folder: Path, settings: DemoSettings = DemoSettings()) -> DemoResul
     logger.info("3/4 trained fold 0: %s", fold_folder)
     predictions = folder / "predictions"
     run_prediction(PredictOptions(input=str(task / "imagesTs"), output=str(predictions),
-                                  model_folder=str(model_folder(roots["results"], "Dataset099_Example", "plans")),
+                                  model_folder=str(fold_folder.parent),
                                   device=settings.device, settings=PredictionSettings()))
     summary_file = predictions / "summary.json"
     summary = evaluate_folder(task / "labelsTs", predictions, {int(k): v for k, v in LABELS.items()}, summary_file,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..paths import TranssegError, get_root
 from ..devices import resolve_device
+from ..paths import TranssegError, get_root
 from .inputs import input_cases
 from .predictor import PredictionReport, PredictionSettings, predict_cases
 from .trained_model import find_model_folder, load_trained_model
@@ -45,8 +45,7 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
         folder = find_model_folder(_results_root(options.results_root), options.dataset, options.plans_name,
                                    working_folder=Path(os.getcwd()))
     device = resolve_device(options.device)
-    folds = None if not options.folds or list(options.folds) == ["all_trained"] else [str(f) for f in options.folds]
-    model = load_trained_model(folder, folds, options.checkpoint, device)
+    model = load_trained_model(folder, options.folds, options.checkpoint, device)
     logger.info("Model %s: fold(s) %s, checkpoint_%s (steps %s), on %s%s.", folder,
                 ", ".join(f.fold for f in model.folds), options.checkpoint,
                 ", ".join(str(f.step) for f in model.folds), device, ", with test-time flips" if options.settings.tta else "")

@@ -145,8 +145,8 @@ def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, dev
             todo.append(case)
     if report.skipped:
         logger.info("%d case(s) already predicted in %s; skipped (--continue).", len(report.skipped), output)
-    inference = InferenceSettings(batch_size=settings.batch_size or model.plans.training.batch_size_per_gpu,
-                                  tta=settings.tta, autocast=torch.bfloat16 if device.type == "cuda" else None)
+    inference = InferenceSettings.on(device, settings.batch_size or model.plans.training.batch_size_per_gpu,
+                                     settings.tta)
     num_preprocess, num_export = background_workers(settings, device)
     preprocessing = _CasePreprocessing(todo, model.plans.data, num_preprocess)
     exporters = ThreadPoolExecutor(num_export)

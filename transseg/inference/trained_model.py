@@ -15,11 +15,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..files import load_json
+from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError, canonical_dataset_name, parse_dataset_folder_name
 from ..planning.plans import Plans, load_plans
-from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint
 from .volume import VolumeModel
 from .window_spec import WindowSpec
 
@@ -39,7 +38,6 @@ class FoldModel:
 class TrainedModel:
     folder: Path
     plans: Plans                      # what preprocessing did (the model folder's copy of plans.json)
-    dataset_json: dict
     folds: list[FoldModel] = field(default_factory=list)
 
     @property
@@ -117,21 +115,20 @@ def _fold_network(state: dict, device: torch.device) -> VolumeModel:
 
 def load_trained_model(folder: Path, folds: Optional[Sequence[str]] = None, checkpoint: str = "final",
                        device: torch.device = torch.device("cpu")) -> TrainedModel:
-    """The model folder's plans and dataset.json, and the chosen folds' networks ready for inference."""
+    """The model folder's plans and the chosen folds' networks, ready for inference."""
     folder = Path(folder)
-    plans_file, dataset_file = folder / "plans.json", folder / "dataset.json"
+    plans_file = folder / "plans.json"
     if not plans_file.is_file():
         raise TranssegError(f"{folder}: not a trained model folder (no plans.json); expected "
                             f"<results>/DatasetXXX_Name/<plans_name>.")
     plans = load_plans(plans_file)
-    dataset_json = load_json(dataset_file) if dataset_file.is_file() else {}
     available = trained_folds(folder, checkpoint)
     chosen = [str(f) for f in folds] if folds else available
     missing = [f for f in chosen if f not in available]
     if missing or not chosen:
         raise TranssegError(f"{folder}: no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'}; "
                             f"folds with one: {available or 'none'}.")
-    model = TrainedModel(folder, plans, dataset_json)
+    model = TrainedModel(folder, plans)
     for fold in chosen:
         path = checkpoint_file(folder / f"fold_{fold}", checkpoint)
         state = load_checkpoint(path)

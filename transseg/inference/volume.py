@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocessing import read_window
+from ..preprocessing.preprocessor import smallest_unsigned
 from .window_spec import PAD_VALUE, WindowSpec
 
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))   # in-plane mirrorings
@@ -32,6 +33,11 @@ class InferenceSettings:
     tile_step: float = 0.5                   # tile stride as a fraction of the input size (larger slices)
     tta: bool = False                        # average over the four in-plane mirrorings
     autocast: Optional[torch.dtype] = None   # torch.bfloat16 on CUDA; None runs in float32
+
+    @classmethod
+    def on(cls, device: torch.device, batch_size: int, tta: bool = False) -> "InferenceSettings":
+        """The settings for ``device``: bf16 autocast on CUDA, float32 elsewhere."""
+        return cls(batch_size=batch_size, tta=tta, autocast=torch.bfloat16 if device.type == "cuda" else None)
 
 
 @dataclass
@@ -128,8 +134,7 @@ def predict_classes(models: Sequence[VolumeModel], data: np.ndarray, device: tor
     classes = None
     for z0, z1, probabilities in predict_chunks(models, data, device, settings, progress):
         if classes is None:
-            dtype = np.uint8 if probabilities.shape[0] <= 256 else np.uint16
-            classes = np.empty(data.shape[1:], dtype)
+            classes = np.empty(data.shape[1:], smallest_unsigned(probabilities.shape[0] - 1))
         classes[z0:z1] = probabilities.argmax(0).cpu().numpy()
     return classes
 

@@ -75,7 +75,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(plans: Plans, overrides: list[str], source: str = "plans") -> tuple[Plans, list[str]]:
     """The plans with each override applied and validated; also the overrides in words for the log."""
     tree = copy.deepcopy(plans.to_dict())
-    applied = []
+    applied, keys = [], set()
     for text in overrides:
         path, value = parse_override(text)
         if path[0] == "data" and path[1] not in RUN_DATA_FIELDS:
@@ -91,9 +91,9 @@ def apply_overrides(plans: Plans, overrides: list[str], source: str = "plans") -
             raise TranssegError(f"--set {text}: no field '{path[-1]}' in '{'.'.join(path[:-1])}'; "
                                 f"its fields: {sorted(node)}.")
         node[path[-1]] = value
+        keys.add(".".join(path))
         applied.append(f"{'.'.join(path)} = {json.dumps(value)}")
-    if any(a.startswith("model.pretrained_file") for a in applied) and tree["model"]["pretrained"] is None \
-            and not any(a.startswith("model.pretrained =") for a in applied):
+    if "model.pretrained_file" in keys and "model.pretrained" not in keys and tree["model"]["pretrained"] is None:
         tree["model"]["pretrained"] = "timm"      # a weights file means: start from pre-trained weights
     return Plans.from_dict(tree, f"{source} with --set overrides"), applied
 

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..checkpoint import FINAL, LATEST, check_belongs, load_checkpoint
 from ..files import load_json, save_json
 from ..paths import TranssegError, find_dataset_folder, get_root
 from ..planning.entrypoints import preprocessed_dataset_folder
 from ..planning.fingerprint import fingerprint_path
 from ..planning.plans import Plans, load_plans, plans_path
 from ..preprocessing import case_is_current, list_cases, preprocessed_cases_folder
-from ..checkpoint import FINAL, LATEST, check_belongs, load_checkpoint
 from .config import TrainOptions, apply_overrides, batch_plan, model_config_from_plans
 from .distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
 from .progress import MetricsLog, attach_log_file
@@ -38,7 +38,8 @@ def _preprocessed_ids(cases_folder: Path, plans: Plans, dataset: str) -> list[st
     if not identifiers:
         raise TranssegError(f"{cases_folder}: no preprocessed cases; run transseg_plan_and_preprocess -d {dataset} "
                             f"(or transseg_preprocess) first.")
-    stale = [i for i in identifiers if not case_is_current(cases_folder, i, plans.content_hash())]
+    plans_hash = plans.content_hash()
+    stale = [i for i in identifiers if not case_is_current(cases_folder, i, plans_hash)]
     if stale:
         raise TranssegError(f"{cases_folder}: {len(stale)} case(s) were preprocessed with other plans or are "
                             f"damaged ({', '.join(stale[:5])}); rerun transseg_preprocess -d {dataset}.")

@@ -3,7 +3,7 @@
 so every trained fold has a real figure, not one on the resampled grid.
 
 The cases' preprocessed arrays are already on disk, so nothing is read or preprocessed again; the
-export is preprocessing's own ``export_segmentation``, the same as ``transseg_predict`` uses.
+prediction and export are ``transseg_predict``'s own (``inference.case``).
 """
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def predict_and_evaluate_validation(network: torch.nn.Module, setup: FoldSetup, 
     barrier(context)
     network.eval()
     model = VolumeModel(network, setup.spec)
-    settings = InferenceSettings(batch_size=2 * setup.batch.per_gpu_batch,
-                                 autocast=torch.bfloat16 if context.device.type == "cuda" else None)
+    settings = InferenceSettings.on(context.device, 2 * setup.batch.per_gpu_batch)
     for identifier in setup.val_ids[context.rank::context.world_size]:
         data, _, properties = load_case(setup.cases_folder, identifier)
         suffix = image_suffix(properties["label"]) if properties.get("label") else ".nii.gz"

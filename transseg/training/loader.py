@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..inference.window_spec import WindowSpec
 from ..planning.plans import AugmentationPlan
 from ..preprocessing import load_case, load_properties
 from .sampling import TrainingCase, draw_window, forced_slots, rank_slots
-from ..inference.window_spec import WindowSpec
 from .windows import cut_window
 
 

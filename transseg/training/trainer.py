@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import BEST, FINAL, LATEST, save_checkpoint
 from ..inference.volume import InferenceSettings
 from ..inference.window_spec import WindowSpec
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError
 from ..planning.plans import Plans
-from ..checkpoint import BEST, FINAL, LATEST, save_checkpoint
 from .config import BatchPlan
 from .distributed import DistributedContext, reduce_mean, synchronise_batch_norms
 from .loader import BatchLayout, WindowBatches, default_workers, make_loader, training_cases
@@ -264,8 +264,7 @@ class Trainer:
         training, step = self.setup.plans.training, self.state.step
         if step % training.val_every and step != training.steps:
             return False, [LATEST] if step % training.save_every == 0 else []
-        settings = InferenceSettings(batch_size=2 * self.setup.batch.per_gpu_batch,
-                                     autocast=torch.bfloat16 if self.context.device.type == "cuda" else None)
+        settings = InferenceSettings.on(self.context.device, 2 * self.setup.batch.per_gpu_batch)
         result = validate(self.network, self.setup.spec, self.setup.cases_folder, self.setup.val_ids,
                           len(self.setup.plans.data.label_values), self.context, settings)
         if result is None:                    # fold 'all': nothing to validate on
