@@ -8,7 +8,12 @@ then measures, all from the page cache:
   in this process with one torch thread;
 - loader: the torch DataLoader with N worker processes, as training runs it.
 
-    python benchmarks/dataloader.py [--cases 4] [--slices 120] [--workers 2] [--seconds 20]
+``--open_cases`` bounds the cases a worker keeps memory-mapped (each map is an open file); 1
+re-opens a case for nearly every window (nnU-Net's open-per-read), the default keeps the 64 most
+recently used.
+
+    python benchmarks/dataloader.py [--cases 4] [--slices 120] [--workers 2] [--seconds 20] [--preset nnunet]
+                                    [--open_cases 64]
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch
 from transseg.inference.window_spec import WindowSpec
 from transseg.planning.plans import AugmentationPlan
 from transseg.preprocessing import load_case, read_window, save_case
-from transseg.training.loader import BatchLayout, WindowBatches, make_loader, training_cases
+from transseg.training.loader import MAX_OPEN_CASES, BatchLayout, WindowBatches, make_loader, training_cases
 from transseg.training.sampling import forced_slots
 
 
@@ -58,6 +63,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--preset", choices=("paper", "nnunet"), default="paper",
+                        help="training.augmentation.preset: nnunet adds nnU-Net's 2D intensity transforms")
+    parser.add_argument("--open_cases", type=int, default=MAX_OPEN_CASES,
+                        help="cases each worker keeps memory-mapped (1: open per read)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = WindowSpec(5, 1, (512, 512))
@@ -78,8 +87,9 @@ def main() -> None:
 
         raw_count, raw_seconds = timed(raw, args.seconds / 2)
         layout = BatchLayout(args.batch, args.batch)
-        batches = WindowBatches(folder, cases, spec, layout, AugmentationPlan(), seed=0, oversampling=0.33,
-                                first_step=0, steps=10 ** 6)
+        batches = WindowBatches(folder, cases, spec, layout, augmentation=AugmentationPlan(preset=args.preset),
+                                seed=0, oversampling=0.33,
+                                first_step=0, steps=10 ** 6, max_open_cases=args.open_cases)
         one_count, one_seconds = timed(lambda i: len(batches[i]["image"]), args.seconds)
         loader = iter(make_loader(batches, args.workers))
         next(loader)                             # worker start-up is not throughput
@@ -88,7 +98,8 @@ def main() -> None:
     raw_rate, one_rate, loader_rate = raw_count / raw_seconds, one_count / one_seconds, loader_count / loader_seconds
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     print(f"windows 512x512, K=5, float16 memory maps, augmentation: zoom 0.5-2 always, flips 0.1 per axis, "
-          f"quarter turns 0.1, intensity shift 0.5; oversampling {len(forced_slots(args.batch, 0.33))}/{args.batch}")
+          f"quarter turns 0.1, intensity shift 0.5, preset {args.preset}; oversampling {len(forced_slots(args.batch, 0.33))}/{args.batch}")
+    print(f"{args.cases} cases, at most {args.open_cases} memory-mapped per worker")
     print(f"raw memory-map reads (no augmentation), one core: {raw_rate:8.1f} windows/s")
     print(f"augmented windows, one core:                     {one_rate:8.1f} windows/s "
           f"({one_rate / raw_rate:.2f}x the raw read rate)")

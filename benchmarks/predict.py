@@ -9,6 +9,12 @@ fold 'all' for one step (the weights do not change the cost), then:
   (untimed), and only ``network(windows)`` + softmax timed, batch by batch as the predictor runs them.
 
     python benchmarks/predict.py [--cases 8] [--size 160 144] [--slices 60 90] [--device cpu]
+    python benchmarks/predict.py --precision fp32 bf16                      # CPU precision, ViT-Tiny
+    python benchmarks/predict.py --precision fp32 bf16 --backbone vit_base_patch16_224 --cases 1 \
+        --size 512 512 --slices 6 6 --repeat 1                             # the Base row (512², a few slices)
+
+With ``--precision fp32 bf16`` it also prints the end-to-end speed-up and the fraction of voxels
+whose label is the same in both.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from measure import gib, machine, timed
 from transseg.example import ExampleSettings, make_example_task
 from transseg.inference.inputs import input_cases, preprocess_input
 from transseg.inference.trained_model import load_trained_model
+from transseg.inference.precision import autocast, autocast_dtype
 from transseg.inference.volume import InferenceSettings, tile_starts, window_batch
 from transseg.inference.window_spec import PAD_VALUE
 
@@ -48,8 +55,9 @@ def network_inputs(windows: torch.Tensor, spec, step: float) -> list[torch.Tenso
             for y in tile_starts(windows.shape[-2], height, step) for x in tile_starts(windows.shape[-1], width, step)]
 
 
-def model_seconds(model, cases, device: torch.device, batch_size: int) -> tuple[float, int]:
+def model_seconds(model, cases, device: torch.device, batch_size: int, precision: str = "fp32") -> tuple[float, int]:
     """Seconds of network forward + softmax over every tile of every window of every case; the window count."""
+    dtype = autocast_dtype(precision, device)
     total, windows = 0.0, 0
     for case in cases:
         data, _ = preprocess_input(case, model.plans.data)
@@ -61,7 +69,7 @@ def model_seconds(model, cases, device: torch.device, batch_size: int) -> tuple[
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device, dtype):
                     for tile in tiles:
                         torch.softmax(fold.model.network(tile).float(), dim=1)
                 if device.type == "cuda":
@@ -69,6 +77,16 @@ def model_seconds(model, cases, device: torch.device, batch_size: int) -> tuple[
                 total += time.perf_counter() - start
                 windows += batch.shape[0]
     return total, windows
+
+
+def voxel_agreement(first: Path, second: Path) -> tuple[int, int]:
+    """Voxels with the same label in two folders of predictions, and the voxel count."""
+    import SimpleITK as sitk
+    same = total = 0
+    for path in sorted(first.glob("*.nii.gz")):
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (path, second / path.name))
+        same, total = same + int((a == b).sum()), total + a.size
+    return same, total
 
 
 def main() -> None:
@@ -80,6 +98,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per configuration (median reported)")
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "fp32", "bf16"),
+                        help="transseg_predict --precision values to compare (with fp32 and bf16: voxel agreement)")
+    parser.add_argument("--batch_size", type=int, help="transseg_predict --batch_size (default: its own)")
     parser.add_argument("--memory_only", action="store_true",
                         help="one end-to-end run for its peak memory; no model-only pass, no -npp 2 run")
     args = parser.parse_args()
@@ -98,11 +119,17 @@ def main() -> None:
     output = work / "predictions"
     command = [str(bin_folder / "transseg_predict"), "-i", str(task / "imagesTs"), "-m", str(model_folder),
                "--device", args.device]
-    configurations = [("default workers", [])] + ([] if args.memory_only else [("-npp 2 -nps 2", ["-npp", "2", "-nps", "2"])])
+    if args.batch_size:
+        command += ["--batch_size", str(args.batch_size)]
+    precisions = args.precision
+    configurations = [(f"--precision {p}", p, ["--precision", p]) for p in precisions]
+    if not args.memory_only:
+        configurations.append((f"--precision {precisions[0]} -npp 2 -nps 2", precisions[0],
+                               ["--precision", precisions[0], "-npp", "2", "-nps", "2"]))
     repeats = 1 if args.memory_only else args.repeat
-    measured: dict[str, list[dict]] = {name: [] for name, _ in configurations}
+    measured: dict[str, list[dict]] = {name: [] for name, _, _ in configurations}
     for attempt in range(repeats):                   # alternate the configurations: drifting load hits both
-        for name, extra in configurations:
+        for name, _, extra in configurations:
             folder = output / f"{name.replace(' ', '_')}_{attempt}"
             measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log",
                                         interval=0.25, pss=False))
@@ -112,9 +139,14 @@ def main() -> None:
     device = torch.device(args.device)
     model = load_trained_model(model_folder, device=device)
     cases = input_cases(task / "imagesTs", model.num_channels)
-    batch = model.plans.training.batch_size_per_gpu
-    passes = [] if args.memory_only else [model_seconds(model, cases, device, batch) for _ in range(2)]
-    pure, windows = (float(np.mean([p[0] for p in passes])), passes[0][1]) if passes else (float("nan"), 0)
+    batch = args.batch_size or model.plans.training.batch_size_per_gpu
+    pure: dict[str, float] = {}
+    windows = 0
+    for precision in ([] if args.memory_only else precisions):
+        passes = [model_seconds(model, cases, device, batch, precision) for _ in range(2)]
+        pure[precision], windows = float(np.mean([p[0] for p in passes])), passes[0][1]
+        print(f"model forward passes only, --precision {precision}: {pure[precision]:.2f} s, mean of "
+              f"{[round(p[0], 1) for p in passes]} ({pure[precision] / windows:.3f} s/window)")
     largest = max(cases, key=lambda c: c.images[0].stat().st_size)
     data, properties = preprocess_input(largest, model.plans.data)
     original = int(np.prod(properties["geometry"]["size"])) * 2
@@ -124,13 +156,17 @@ def main() -> None:
     print(f"{len(cases)} cases, {windows} windows, {args.backbone} at {model.plans.data.resolution}, "
           f"batch {batch}; largest case {properties['geometry']['size']} (int16 {gib(original)}), preprocessed "
           f"{list(data.shape)}, float16 probabilities {gib(probabilities)}")
-    if windows:
-        print(f"model forward passes only: {pure:.2f} s, mean of {[round(p[0], 1) for p in passes]} "
-              f"({windows / pure:.1f} windows/s)")
-    for name, run_ in runs.items():
-        print(f"transseg_predict, {name:15s}: median {run_['seconds']:.2f} s of {spreads[name]} = "
-              f"{run_['seconds'] / pure:.3f}x the model (target <= 1.15); peak tree RSS {gib(run_['peak_rss'])} "
-              f"(largest process {gib(run_['peak_single_rss'])})")
+    for name, precision, _ in configurations:
+        run_ = runs[name]
+        ratio = f" = {run_['seconds'] / pure[precision]:.3f}x the model" if precision in pure else ""
+        per_window = f", {run_['seconds'] / windows:.3f} s/window end to end" if windows else ""
+        print(f"transseg_predict {name:32s}: median {run_['seconds']:.2f} s of {spreads[name]}{ratio}{per_window}; "
+              f"peak tree RSS {gib(run_['peak_rss'])} (largest process {gib(run_['peak_single_rss'])})")
+    if "fp32" in precisions and "bf16" in precisions:
+        same, total = voxel_agreement(output / "--precision_fp32_0", output / "--precision_bf16_0")
+        speed = runs["--precision fp32"]["seconds"] / runs["--precision bf16"]["seconds"]
+        print(f"bf16 against fp32: {speed:.2f}x faster end to end; {100 * same / total:.3f} % of {total} voxels "
+              f"identical")
     print(f"work folder: {work}")
 
 

@@ -7,6 +7,12 @@ random windows, so the figure is the network's cost without the data loader:
     python benchmarks/train_step.py --device cuda --backbone beit_base_patch16_224 --resolution 512 --batch 16
 
 On CUDA it also prints the planner's memory estimate for the same configuration, for calibration.
+
+``--loop`` instead runs the real training loop (``transseg_train``: loader, host sync, logging) on
+a generated example task, times the network's work inside it (micro-steps and optimiser step),
+and prints the share of a step spent outside the network: waiting for data, and the rest.
+
+    python benchmarks/train_step.py --loop [--loop_steps 40] [--workers 1]
 """
 from __future__ import annotations
 
@@ -36,7 +42,13 @@ def main() -> None:
     parser.add_argument("--decoder_channels", type=int, default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--loop", action="store_true", help="also measure the training loop's overhead per step")
+    parser.add_argument("--loop_steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=1, help="loader workers of the --loop run")
     args = parser.parse_args()
+    if args.loop:
+        loop_overhead(args)
+        return
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     backbone = args.backbone or ("beit_base_patch16_224" if cuda else "vit_tiny_patch16_224")
@@ -84,6 +96,75 @@ def main() -> None:
               f"{estimate.per_window_bytes / 1024 ** 3:.3f} per window)")
     else:
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB")
+
+
+def _timed_network(trainer_class, device: torch.device) -> list[float]:
+    """Wrap the trainer's network work (micro-steps and the optimiser step) to time it; per-step seconds."""
+    per_step, current = [], [0.0]
+
+    def timed(method):
+        def wrapper(self, *args, **kwargs):
+            start = time.perf_counter()
+            result = method(self, *args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            current[0] += time.perf_counter() - start
+            return result
+        return wrapper
+
+    def record(method):
+        def wrapper(self, *args, **kwargs):
+            per_step.append(current[0])
+            current[0] = 0.0
+            return method(self, *args, **kwargs)
+        return wrapper
+
+    trainer_class._micro_step = timed(trainer_class._micro_step)
+    trainer_class._optimizer_step = timed(trainer_class._optimizer_step)
+    trainer_class._step_record = record(trainer_class._step_record)
+    return per_step
+
+
+def loop_overhead(args) -> None:
+    """The training loop on a generated task: each step's wall time against the time of its network work."""
+    import json
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from transseg.cli.plan_and_preprocess import main as plan_and_preprocess
+    from transseg.example import ExampleSettings, make_example_task
+    from transseg.training.config import TrainOptions
+    from transseg.training.entrypoints import run_training
+    from transseg.training.trainer import Trainer
+
+    logging.basicConfig(level=logging.WARNING)
+    backbone = args.backbone or "vit_tiny_patch16_224"
+    batch = args.batch or 8
+    device = torch.device(args.device)
+    network = _timed_network(Trainer, device)
+    with tempfile.TemporaryDirectory() as temporary:
+        roots = {kind: Path(temporary) / kind for kind in ("raw", "preprocessed", "results")}
+        make_example_task(roots["raw"], ExampleSettings(task_id=99, num_training=6, num_test=0))
+        assert plan_and_preprocess(["-d", "99", "-np", "1", "--backbone", backbone, "--min_resolution",
+                                    str(args.resolution or 64), "--no_pretrained", "--raw_root", str(roots["raw"]),
+                                    "--preprocessed_root", str(roots["preprocessed"])]) == 0
+        fold = run_training(TrainOptions(
+            dataset="99", fold="0", device=args.device, steps=args.loop_steps, batch_size=batch, no_pretrained=True,
+            val_every=10 ** 6, save_every=10 ** 6, final_validation=False,
+            overrides=[f"training.loader_workers={args.workers}", f"training.batch_size_per_gpu={batch}"],
+            preprocessed_root=str(roots["preprocessed"]), results_root=str(roots["results"])))
+        records = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()]
+        size = json.loads((fold / "run.json").read_text())["model_config"]["image_size"]
+    steady = range(5, len(records) - 1)       # after start-up; the last step holds the closing validation
+    step = sum(records[i]["step_seconds"] for i in steady)
+    data = sum(records[i]["data_seconds"] for i in steady)
+    inside = sum(network[i] for i in steady)
+    print(f"{backbone}, {size[0]}x{size[1]}, K=5, batch {batch}, {args.device}, {args.workers} loader worker(s), "
+          f"torch threads {torch.get_num_threads()}, {len(steady)} steady steps of {args.loop_steps}")
+    print(f"step {step / len(steady) * 1000:.0f} ms, of which the network {inside / len(steady) * 1000:.0f} ms")
+    print(f"outside the network: {(step - inside) / step:.1%} of a step (waiting for data {data / step:.1%}; "
+          f"the rest {(step - inside - data) / step:.1%}: the one host sync, the log record, the progress bar)")
 
 
 if __name__ == "__main__":

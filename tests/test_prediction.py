@@ -87,24 +87,104 @@ def test_ambiguity_is_an_error_listing_the_choices(trained_example, tmp_path, ca
     assert not (tmp_path / "p").exists()
 
 
-def _two_identical_folds(trained_example, tmp_path) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(trained_example.model_folder, folder, ignore=shutil.ignore_patterns("validation", "*.png"))
-    shutil.copytree(folder / "fold_0", folder / "fold_1")
+def _perturbed_fold(source: Path, target: Path, seed: int, step: int) -> None:
+    """A checkpoint like ``source`` with every weight scaled by 1 + 0.3 N(0, 1) noise: another fold
+    (batch-norm statistics are kept: a negative running variance would make NaNs)."""
+    from transseg.checkpoint import load_checkpoint, save_checkpoint
+    state = load_checkpoint(source)
+    generator = torch.Generator().manual_seed(seed)
+    state["model"] = {name: value * (1 + 0.3 * torch.randn(value.shape, generator=generator))
+                      if value.is_floating_point() and "running_" not in name else value
+                      for name, value in state["model"].items()}
+    save_checkpoint({**state, "step": step, "fold": target.parent.name[5:]}, target)
+
+
+def _probabilities(folder: Path) -> dict[str, np.ndarray]:
+    result = {}
+    for npz in sorted(folder.glob("*.npz")):
+        with np.load(npz, allow_pickle=False) as archive:
+            result[npz.stem] = archive["probabilities"].astype(np.float32)
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_folds(trained_example, tmp_path_factory) -> Path:
+    """The example model with a second, different fold 1 (fold 0's weights perturbed), and a fold-1
+    checkpoint_best that differs from its checkpoint_final and says step 4242."""
+    folder = tmp_path_factory.mktemp("two_folds") / "model"
+    skipped = shutil.ignore_patterns("validation", "*.png", "fold_*")
+    shutil.copytree(trained_example.model_folder, folder, ignore=skipped)
+    shutil.copytree(trained_example.fold_folder, folder / "fold_0", ignore=skipped)
+    (folder / "fold_1").mkdir()
+    _perturbed_fold(trained_example.fold_folder / "checkpoint_final.pt", folder / "fold_1" / "checkpoint_final.pt",
+                    seed=1, step=3131)
+    _perturbed_fold(trained_example.fold_folder / "checkpoint_final.pt", folder / "fold_1" / "checkpoint_best.pt",
+                    seed=2, step=4242)
     return folder
 
 
-def test_folds_are_averaged_and_can_be_chosen(trained_example, predicted, tmp_path, capsys):
-    folder = _two_identical_folds(trained_example, tmp_path)
-    assert predict(["-i", str(trained_example.task / "imagesTs"), "-o", str(tmp_path / "both"), "-m", str(folder),
-                    "--device", "cpu", "-npp", "0"]) == 0
-    assert "fold(s) 0, 1, checkpoint_final" in capsys.readouterr().err
-    for path in sorted((tmp_path / "both").iterdir()):
+def test_the_fold_ensemble_is_the_mean_of_each_folds_probabilities(trained_example, predicted, two_folds, tmp_path,
+                                                                    capsys):
+    """Two different folds: the ensemble's saved probabilities are the mean of each fold's own (a dropped fold
+    or an undivided sum would fail), up to the float16 they are stored in."""
+    images = str(trained_example.task / "imagesTs")
+    for name, folds in (("one", ["1"]), ("both", ["0", "1"])):
+        assert predict(["-i", images, "-o", str(tmp_path / name), "-m", str(two_folds), "-f", *folds,
+                        "--device", "cpu", "-npp", "0", "--save_probabilities"]) == 0
+    assert "fold(s) 0, 1, checkpoint_final (steps 160, 3131)" in capsys.readouterr().err
+    fold0, fold1, both = _probabilities(predicted), _probabilities(tmp_path / "one"), _probabilities(tmp_path / "both")
+    assert sorted(both) == sorted(fold0) == sorted(fold1) and len(both) == 3
+    for case in both:
+        assert np.abs(fold0[case] - fold1[case]).max() > 0.2                 # the folds really differ
+        assert np.allclose(both[case], (fold0[case] + fold1[case]) / 2, atol=2e-3), case
+
+
+def test_the_chosen_fold_and_checkpoint_are_the_ones_loaded(trained_example, two_folds, tmp_path, capsys):
+    images = str(trained_example.task / "imagesTs")
+    for name, checkpoint in (("final", "final"), ("best", "best")):
+        assert predict(["-i", images, "-o", str(tmp_path / name), "-m", str(two_folds), "-f", "1", "-chk", checkpoint,
+                        "--device", "cpu", "-npp", "0", "--save_probabilities"]) == 0
+    err = capsys.readouterr().err
+    assert "fold(s) 1, checkpoint_final (steps 3131)" in err and "fold(s) 1, checkpoint_best (steps 4242)" in err
+    final, best = _probabilities(tmp_path / "final"), _probabilities(tmp_path / "best")
+    assert all(np.abs(final[case] - best[case]).max() > 0.1 for case in final)   # other weights were used
+    assert predict(["-i", images, "-o", str(tmp_path / "x"), "-m", str(two_folds), "-f", "3"]) == 1
+    assert "no checkpoint_final.pt for fold(s) ['3']" in capsys.readouterr().err
+
+
+def test_parts_split_the_input_disjointly_and_continue_per_part(trained_example, predicted, tmp_path, capsys):
+    """--num_parts 2: the two parts write disjoint sets whose union is a single run's files, byte for byte
+    the same labels; --continue skips only the part's own finished cases."""
+    images, output = str(trained_example.task / "imagesTs"), tmp_path / "out"
+    command = ["-i", images, "-o", str(output), "-m", str(trained_example.model_folder), "--device", "cpu", "-npp", "0",
+               "--num_parts", "2"]
+    written = []
+    for part in (0, 1):
+        before = set(p.name for p in output.glob("*.nii.gz")) if output.exists() else set()
+        assert predict([*command, "--part_id", str(part), "--continue"]) == 0
+        written.append(set(p.name for p in output.glob("*.nii.gz")) - before)
+    assert written == [{"example_007.nii.gz"}, {"example_006.nii.gz", "example_008.nii.gz"}]
+    assert set.union(*written) == set(p.name for p in predicted.glob("*.nii.gz"))
+    for path in sorted(output.glob("*.nii.gz")):
         assert np.array_equal(_read(path), _read(predicted / path.name))
-    assert predict(["-i", str(trained_example.task / "imagesTs"), "-o", str(tmp_path / "best"), "-m", str(folder),
-                    "-f", "1", "-chk", "best", "--device", "cpu"]) == 0
-    assert predict(["-i", str(trained_example.task / "imagesTs"), "-o", str(tmp_path / "x"), "-m", str(folder),
-                    "-f", "3"]) == 1
+    capsys.readouterr()
+    assert predict([*command, "--part_id", "1", "--continue"]) == 0
+    err = capsys.readouterr().err
+    assert "Part 1 of 2: 2 of the 3 case(s)" in err and "2 case(s) already predicted" in err
+    assert predict([*command, "--part_id", "2"]) == 1
+    assert "--part_id 2 is not one of 0 .. 1" in capsys.readouterr().err
+
+
+def test_the_part_of_a_case_depends_on_its_name_only():
+    from transseg.dataset import CaseFiles
+    from transseg.inference.inputs import part_of
+    cases = [CaseFiles(f"case_{i:03d}", (Path(f"case_{i:03d}.nii.gz"),)) for i in range(60)]
+    parts = [{c.identifier for c in part_of(cases, 4, i)} for i in range(4)]
+    assert sum(len(p) for p in parts) == 60 and set.union(*parts) == {c.identifier for c in cases}
+    assert all(8 <= len(p) <= 22 for p in parts)                          # spread, not all in one
+    shuffled = list(reversed(cases[10:])) + [CaseFiles("new_case", (Path("new.nii.gz"),))]
+    assert [{c.identifier for c in part_of(shuffled, 4, i)} - {"new_case"} for i in range(4)] == [
+        p - {f"case_{i:03d}" for i in range(10)} for p in parts]
 
 
 def test_a_failing_case_is_named_and_the_others_are_written(trained_example, tmp_path, capsys):

@@ -137,7 +137,8 @@ def test_one_process_and_two_ranks_see_the_same_global_batch(tmp_path, volume):
     spec = WindowSpec(5, 1, (32, 32))
 
     def items(layout):
-        batches = WindowBatches(tmp_path, cases, spec, layout, AugmentationPlan(), 0, 0.5, first_step=3, steps=5)
+        batches = WindowBatches(tmp_path, cases, spec, layout, augmentation=AugmentationPlan(), seed=0,
+                                oversampling=0.5, first_step=3, steps=5)
         return [batches[i] for i in range(len(batches))]
 
     single = items(BatchLayout(4, 4))
@@ -149,3 +150,45 @@ def test_one_process_and_two_ranks_see_the_same_global_batch(tmp_path, volume):
     accumulated = items(BatchLayout(4, 1, world_size=2, rank=1))    # 2 micro-batches of 1 on rank 1
     assert torch.equal(accumulated[0]["image"][0], single[0]["image"][1])
     assert torch.equal(accumulated[1]["image"][0], single[0]["image"][3])
+
+
+WINDOWS_SCRIPT = """
+import hashlib, json, sys
+from pathlib import Path
+from transseg.inference.window_spec import WindowSpec
+from transseg.planning.plans import AugmentationPlan
+from transseg.training.loader import BatchLayout, WindowBatches, training_cases
+
+def hashes(folder, first_step):
+    batches = WindowBatches(folder, training_cases(folder, ["x", "y"]), WindowSpec(5, 1, (32, 32)), BatchLayout(4, 2),
+                            augmentation=AugmentationPlan(), seed=0, oversampling=0.5, first_step=first_step, steps=6)
+    return [hashlib.sha256(b["image"].numpy().tobytes() + b["target"].numpy().tobytes()).hexdigest()
+            for b in (batches[i] for i in range(len(batches)))]
+
+if __name__ == "__main__":
+    print(json.dumps({first: hashes(Path(sys.argv[1]), first) for first in (0, 3)}))
+"""
+
+
+def test_windows_are_the_same_in_another_process_and_after_a_resume(tmp_path, volume):
+    """A fresh interpreter (another hash seed, another global RNG state) draws the windows this process
+    draws, and a run starting at step 3 (a resumed one) draws what the first drew from step 3 on."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from transseg.preprocessing import save_case
+    data, seg = volume
+    for name in ("x", "y"):
+        save_case(tmp_path, name, data, seg, {"shape_after_resampling": list(seg.shape),
+                                              "class_locations": {"1": [1, 2], "2": [5]}})
+    namespace = {}
+    exec(compile(WINDOWS_SCRIPT, "windows", "exec"), namespace)
+    here = namespace["hashes"](tmp_path, 0)
+    assert len(here) == 12 and len(set(here)) == 12           # 6 steps x 2 micro-batches, all different
+    result = subprocess.run([sys.executable, "-c", WINDOWS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    there = json.loads(result.stdout)
+    assert there["0"] == here
+    assert there["3"] == here[6:]                              # 2 micro-batches per step: step 3 is item 6

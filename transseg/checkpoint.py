@@ -23,8 +23,9 @@ CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL}
 
 
 def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
-    """torch.save to a temporary name beside ``path``, then rename: never a half-written checkpoint."""
-    with atomic_path(path) as temporary:
+    """torch.save to a temporary name beside ``path``, fsync, rename, fsync the folder: never a
+    half-written checkpoint, not even after a node crash right after the rename."""
+    with atomic_path(path, durable=True) as temporary:
         torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, temporary)
     return Path(path)
 

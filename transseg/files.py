@@ -28,15 +28,47 @@ def temporary_sibling(path: PathLike) -> Path:
     return path.with_name(f"{TEMPORARY_MARKER}{uuid.uuid4().hex[:8]}-{path.name}")
 
 
+def fsync_file(path: PathLike) -> None:
+    """Flush a written file's data to the disk (not just to the page cache)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(folder: PathLike) -> None:
+    """Make a rename inside ``folder`` durable; a no-op where directories cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:            # some file systems refuse fsync on a directory; the rename is then as good as it gets
+        pass
+    finally:
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is renamed to ``path``, on failure removed."""
+def atomic_path(path: PathLike, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to ``path``, on failure removed.
+
+    ``durable``: fsync the file before the rename and the folder after it, so that a node crash
+    (power, kernel) right after the rename cannot leave an empty file under the final name; used
+    for checkpoints, whose loss costs hours, not for the many small artefacts.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_sibling(path)
     try:
         yield temporary
+        if durable:
+            fsync_file(temporary)
         os.replace(temporary, path)
+        if durable:
+            fsync_directory(path.parent)
     finally:
         if temporary.exists():
             temporary.unlink()

@@ -27,7 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for dataset in args.dataset:
             run_extract_fingerprint(dataset, args.raw_root, args.preprocessed_root, args.num_processes,
                                     args.verify_dataset_integrity, args.clean)
-            plans_file = run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options)
+            plans_file = run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options,
+                                             args.plans_name)
             if not args.no_preprocessing:
                 from ..preprocessing.entrypoints import run_preprocess
                 run_preprocess(dataset, args.raw_root, args.preprocessed_root, args.num_processes,

@@ -6,13 +6,15 @@ from typing import Optional, Sequence
 
 from ..planning.entrypoints import run_plan_experiment
 from ..planning.planner import OPTIONS_SCHEMA, PlannerOptions, check_options
+from ..planning.plans import INFLATIONS, PLANS_SCHEMA_RULES, Plans
 from ..planning.schema import argparse_type
 from .common import add_dataset_arguments, add_root_arguments, add_verbosity, run_cli
 
 
 def _option_type(kind: type, option: str):
     """The flag's argparse type: the same rule that checks the planner option (and the plans field)."""
-    return argparse_type(kind, OPTIONS_SCHEMA.rules[PlannerOptions][option])
+    rules = OPTIONS_SCHEMA.rules[PlannerOptions] if option != "plans_name" else PLANS_SCHEMA_RULES[Plans]
+    return argparse_type(kind, rules[option])
 
 
 def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +26,12 @@ def add_planner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct_clip", choices=("foreground", "paper"), default=defaults.ct_clip,
                         help="CT clip window: foreground 0.5/99.5 percentiles, or the paper's [-175, 250]")
     parser.add_argument("--slices", type=_option_type(int, "window_slices"), default=defaults.window_slices,
-                        help="window size K, odd (default 5)")
+                        help="window size K, odd (default 5; 1 is the paper's 2D transfer)")
+    parser.add_argument("--inflation", choices=INFLATIONS, default=defaults.inflation,
+                        help="how the 2D patch kernel becomes 3D: center (default), average, none (random)")
+    parser.add_argument("--plans_name", type=_option_type(str, "plans_name"), default="plans",
+                        help="name of the plans file and configuration (default: plans); a variant such as plans_k1 "
+                             "shares the preprocessed cases of the plans whose data fields it matches")
     parser.add_argument("--decoder_channels", type=_option_type(int, "decoder_channels"), default=None,
                         help="UPerNet width")
     parser.add_argument("-gpu_memory_target", "--gpu_memory_target", type=_option_type(float, "gpu_memory_target_gb"),
@@ -37,7 +44,7 @@ def planner_options(args: argparse.Namespace) -> PlannerOptions:
     """The options from the flags, checked (backbone against timm's registry) before any work starts."""
     options = PlannerOptions(
         backbone=args.backbone, pretrained=None if args.no_pretrained else "timm",
-        pretrained_file=args.pretrained_file, ct_clip=args.ct_clip, window_slices=args.slices,
+        pretrained_file=args.pretrained_file, ct_clip=args.ct_clip, window_slices=args.slices, inflation=args.inflation,
         decoder_channels=args.decoder_channels, gpu_memory_target_gb=args.gpu_memory_target,
         min_resolution=args.min_resolution,
     )
@@ -59,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body(args):
         options = planner_options(args)
         for dataset in args.dataset:
-            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options)
+            run_plan_experiment(dataset, args.raw_root, args.preprocessed_root, options, args.plans_name)
     return run_cli(body, build_parser(), argv)
 
 

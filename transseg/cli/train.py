@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "[0.8,1.25] (repeatable; VALUE is JSON or a string)")
     parser.add_argument("--no_final_validation", action="store_true",
                         help="skip predicting the validation cases in their original geometry at the end")
+    parser.add_argument("--val", dest="validation_only", action="store_true",
+                        help="do not train: predict and score the fold's validation cases from its checkpoint "
+                             "(redo a final validation that was cut short)")
+    parser.add_argument("-chk", "--checkpoint", default="final", choices=("final", "best"),
+                        help="the checkpoint --val uses (default: final)")
+    parser.add_argument("--npz", dest="save_probabilities", action="store_true",
+                        help="the final validation (and --val) also keeps each case's probabilities, "
+                             "validation/CASE.npz, for choosing configurations and post-processing")
     add_root_arguments(parser, "raw", "preprocessed", "results")
     add_verbosity(parser)
     return parser
@@ -64,7 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             batch_size=args.batch_size, learning_rate=args.lr, val_every=args.val_every, save_every=args.save_every,
             seed=args.seed, pretrained_file=args.pretrained_file, no_pretrained=args.no_pretrained,
             resume=args.resume, overwrite=args.overwrite, overrides=args.overrides,
-            final_validation=not args.no_final_validation, raw_root=args.raw_root,
+            final_validation=not args.no_final_validation, validation_only=args.validation_only,
+            checkpoint=args.checkpoint, save_probabilities=args.save_probabilities, raw_root=args.raw_root,
             preprocessed_root=args.preprocessed_root, results_root=args.results_root))
 
     return run_cli(body, build_parser(), argv)

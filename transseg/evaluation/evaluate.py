@@ -249,3 +249,17 @@ def _log_means(summary: dict) -> None:
     for key, entry in summary["mean"].items():
         logger.info("%-24s " + "  ".join(f"{m} {entry[m]:.4f}" for m in METRICS), key)
     logger.info("%-24s " + "  ".join(f"{m} {summary['foreground_mean'][m]:.4f}" for m in METRICS), "foreground mean")
+
+
+def score_case(reference: PathLike, prediction: PathLike, labels: Mapping[int, str],
+               tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict:
+    """One case's entry of summary.json's ``cases`` (every foreground class of ``labels`` scored), for
+    callers that score cases where they are made (each training rank its own validation cases) and
+    merge them with :func:`summarise`."""
+    declared = _foreground(labels)
+    job = _CaseJob(Path(reference), Path(prediction), tuple(declared), declared, float(tolerance_mm))
+    metrics = _evaluate_one(job)["metrics"]
+    return {"reference": str(reference), "prediction": str(prediction),
+            "metrics": {class_key(value, name): metrics.get(value, {**BOTH_EMPTY, "reference_voxels": 0,
+                                                                   "prediction_voxels": 0})
+                        for value, name in declared.items()}}

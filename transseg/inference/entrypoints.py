@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..devices import resolve_device
+from ..model_export import opened_model
 from ..paths import TranssegError, get_root
-from .inputs import input_cases
+from ..postprocessing import load_postprocessing
+from .in_memory import Predictor
+from .inputs import input_cases, part_of
 from .predictor import PredictionReport, PredictionSettings, predict_cases
+from .precision import precision_name
 from .trained_model import find_model_folder, load_trained_model
+from .volume import tta_flips
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ class PredictOptions:
     device: str = "auto"
     settings: PredictionSettings = PredictionSettings()
     results_root: Optional[str] = None
+    num_parts: int = 1                 # split the input into this many disjoint parts (GPUs, nodes) ...
+    part_id: int = 0                   # ... and predict this one (0 .. num_parts - 1)
 
 
 def _results_root(override: Optional[str]) -> Optional[Path]:
@@ -38,20 +45,41 @@ def _results_root(override: Optional[str]) -> Optional[Path]:
 
 
 def run_prediction(options: PredictOptions) -> PredictionReport:
-    """Predict every case of ``options.input``; raises (after the others finished) if any case failed."""
+    """Predict every case of ``options.input`` (of part ``part_id``); raises (after the others finished) if any
+    case failed. ``model_folder`` may be an exported model zip (verified, then loaded from a temporary folder)."""
+    if not 0 <= options.part_id < options.num_parts:
+        raise TranssegError(f"--part_id {options.part_id} is not one of 0 .. {options.num_parts - 1} "
+                            f"(--num_parts {options.num_parts}).")
     if options.model_folder:
         folder = Path(options.model_folder)
     else:
         folder = find_model_folder(_results_root(options.results_root), options.dataset, options.plans_name,
                                    working_folder=Path(os.getcwd()))
     device = resolve_device(options.device)
-    model = load_trained_model(folder, options.folds, options.checkpoint, device)
-    logger.info("Model %s: fold(s) %s, checkpoint_%s (steps %s), on %s%s.", folder,
+    with opened_model(folder) as model_folder:
+        model = load_trained_model(model_folder, options.folds, options.checkpoint, device)
+        rules = load_postprocessing(model_folder) if options.settings.postprocessing else None
+    settings = options.settings
+    predictor = Predictor.from_trained_model(model, device, tta=settings.tta, precision=settings.precision,
+                                             batch_size=settings.batch_size, compile=settings.compile,
+                                             tta_slice_flip=settings.tta_slice_flip,
+                                             tile_weighting=settings.tile_weighting, postprocessing=rules)
+    if rules is not None:
+        logger.info("Post-processing from %s: %s.", folder, "none chosen" if rules.is_identity else
+                    ", ".join(["largest foreground component"] * rules.largest_foreground_component
+                              + [f"largest component of label {v}" for v in rules.largest_component_labels]))
+    logger.info("Model %s: fold(s) %s, checkpoint_%s (steps %s), on %s, %s, batch %d%s.", folder,
                 ", ".join(f.fold for f in model.folds), options.checkpoint,
-                ", ".join(str(f.step) for f in model.folds), device, ", with test-time flips" if options.settings.tta else "")
+                ", ".join(str(f.step) for f in model.folds), device, precision_name(predictor.settings.autocast),
+                predictor.settings.batch_size, f", with {len(tta_flips(predictor.settings))} test-time flips"
+                if settings.tta else "")
     cases = input_cases(Path(options.input), model.num_channels)
+    if options.num_parts > 1:
+        everything = len(cases)
+        cases = part_of(cases, options.num_parts, options.part_id)
+        logger.info("Part %d of %d: %d of the %d case(s).", options.part_id, options.num_parts, len(cases), everything)
     logger.info("%d case(s) from %s -> %s", len(cases), options.input, options.output)
-    report = predict_cases(model, cases, Path(options.output), device, options.settings)
+    report = predict_cases(predictor, cases, Path(options.output), settings)
     logger.info("Predicted %d case(s), skipped %d, failed %d.", len(report.written), len(report.skipped),
                 len(report.failed))
     if report.failed:

@@ -9,6 +9,7 @@ Kept free of torch: preprocessing worker processes import this module to run :fu
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def input_cases(source: Path, num_channels: int) -> list[CaseFiles]:
     if grouped is not None:
         return grouped
     return [CaseFiles(strip_suffix(p.name), (p,)) for p in files]
+
+
+def part_of(cases: list[CaseFiles], num_parts: int, part_id: int) -> list[CaseFiles]:
+    """The cases of part ``part_id`` of ``num_parts``: chosen by a hash of each case's name, so the parts are
+    disjoint, cover every case, and do not depend on the order the files are listed in (or on which other
+    files are there): processes on different GPUs or nodes agree without talking to each other."""
+    return [case for case in cases if case_part(case.identifier, num_parts) == part_id]
+
+
+def case_part(identifier: str, num_parts: int) -> int:
+    """The part (0 .. num_parts - 1) a case belongs to: sha256 of its name, modulo the parts."""
+    return int.from_bytes(hashlib.sha256(identifier.encode("utf-8")).digest()[:8], "big") % num_parts
 
 
 def output_name(case: CaseFiles) -> str:

@@ -1,9 +1,11 @@
-"""Prediction of whole cases: preprocess -> every fold's windows -> back to each scan's own geometry.
+"""Prediction of whole cases from files: a loop over :class:`in_memory.Predictor`.
 
-Three kinds of work overlap: ``num_preprocess`` worker processes read and preprocess the next
-cases (preprocessing's own ``preprocess_case``), the main thread runs the networks (and, streaming,
-turns each chunk of slices into classes: see ``case``), and ``num_export`` threads restore and write
-finished cases (preprocessing's own inverse). Queues are bounded, so at most a few cases are in
+Each case: preprocess -> every fold's windows (``Predictor.predict_preprocessed``) -> back to the
+scan's own geometry (``case.export_case``, which writes ``case.final_labels``). Three kinds of work
+overlap: ``num_preprocess`` worker processes read and preprocess the next cases (preprocessing's
+own ``preprocess_case``), the main thread runs the networks (and, streaming, turns each chunk of
+slices into classes: see ``case``), and ``num_export`` threads restore and write finished cases
+(preprocessing's own inverse). Queues are bounded, so at most a few cases are in
 memory at once. Each output appears complete or not at all; a failing case is reported by name
 while the others finish.
 """
@@ -26,22 +28,26 @@ from tqdm import tqdm
 from ..dataset import CaseFiles
 from ..files import remove_stale_temporaries
 from ..paths import TranssegError
-from .case import export_case, predict_case
+from .case import export_case
+from .in_memory import Predictor
 from .inputs import output_name, preprocess_input
-from .trained_model import TrainedModel
-from .volume import InferenceSettings
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    tta: bool = False
+    tta: bool = False                  # tta, batch_size, precision, tta_slice_flip, tile_weighting: the Predictor's
     save_probabilities: bool = False
     num_preprocess: Optional[int] = None   # background processes preprocessing cases ahead (0: inline)
     num_export: Optional[int] = None       # background threads writing predictions
     resume: bool = False               # skip cases whose output exists already
-    batch_size: Optional[int] = None   # windows per forward pass (default: the training batch per GPU)
+    batch_size: Optional[int] = None   # windows per forward pass (default: inference.batch.default_batch_size)
+    precision: str = "auto"            # the network's number format: auto (bf16 where native), fp32 or bf16
+    tta_slice_flip: bool = False       # with tta: also reverse the window (8 flips instead of 4)
+    tile_weighting: str = "gaussian"   # overlapping tiles of large slices: 'gaussian' or 'uniform'
+    compile: bool = False              # torch.compile the networks (minutes of warm-up)
+    postprocessing: bool = True        # apply the model folder's postprocessing.json, when it has one
 
 
 def background_workers(settings: PredictionSettings, device: torch.device) -> tuple[int, int]:
@@ -130,9 +136,12 @@ class _CasePreprocessing:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, device: torch.device,
+def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
                   settings: PredictionSettings = PredictionSettings()) -> PredictionReport:
-    """Predict ``cases`` with every loaded fold into ``output``; see the module text for the flow."""
+    """Predict ``cases`` with ``predictor`` into ``output``; see the module text for the flow.
+
+    Of ``settings`` this loop uses save_probabilities, resume and the worker counts; the predictor
+    carries the folds, device, batch, precision and TTA."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
@@ -145,10 +154,8 @@ def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, dev
             todo.append(case)
     if report.skipped:
         logger.info("%d case(s) already predicted in %s; skipped (--continue).", len(report.skipped), output)
-    inference = InferenceSettings.on(device, settings.batch_size or model.plans.training.batch_size_per_gpu,
-                                     settings.tta)
-    num_preprocess, num_export = background_workers(settings, device)
-    preprocessing = _CasePreprocessing(todo, model.plans.data, num_preprocess)
+    num_preprocess, num_export = background_workers(settings, predictor.device)
+    preprocessing = _CasePreprocessing(todo, predictor.model.plans.data, num_preprocess)
     exporters = ThreadPoolExecutor(num_export)
     pending_exports: deque[tuple[CaseFiles, Future]] = deque()
     overall = tqdm(total=len(todo), desc="predicting", unit="case", disable=not todo)
@@ -175,8 +182,8 @@ def predict_cases(model: TrainedModel, cases: list[CaseFiles], output: Path, dev
             del preprocessed
             try:
                 slices = tqdm(total=data.shape[1], desc=case.identifier, unit="slice", leave=False)
-                prediction = predict_case([f.model for f in model.folds], data, properties, device, inference,
-                                          settings.save_probabilities, progress=slices)
+                prediction = predictor.predict_preprocessed(data, properties, settings.save_probabilities,
+                                                            progress=slices)
                 slices.close()
                 del data
             except Exception as problem:

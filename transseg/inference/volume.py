@@ -10,7 +10,6 @@ per class.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -22,22 +21,28 @@ from torch import nn
 
 from ..preprocessing import read_window
 from ..preprocessing.preprocessor import smallest_unsigned
+from .precision import autocast, autocast_dtype
 from .window_spec import PAD_VALUE, WindowSpec
 
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))   # in-plane mirrorings
+SLICE_FLIP = -3                     # the window's slice axis: reversed, the centre slice stays the centre
+TILE_WEIGHTINGS = ("gaussian", "uniform")
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
     batch_size: int = 8                      # windows per forward pass
     tile_step: float = 0.5                   # tile stride as a fraction of the input size (larger slices)
-    tta: bool = False                        # average over the four in-plane mirrorings
-    autocast: Optional[torch.dtype] = None   # torch.bfloat16 on CUDA; None runs in float32
+    tta: bool = False                        # average over the four in-plane mirrorings ...
+    tta_slice_flip: bool = False             # ... and, with tta, each also with the window reversed (8 in all)
+    tile_weighting: str = "gaussian"         # overlapping tiles: 'gaussian' (centres count most) or 'uniform'
+    autocast: Optional[torch.dtype] = None   # the network's autocast dtype (bf16); None runs in float32
 
     @classmethod
-    def on(cls, device: torch.device, batch_size: int, tta: bool = False) -> "InferenceSettings":
-        """The settings for ``device``: bf16 autocast on CUDA, float32 elsewhere."""
-        return cls(batch_size=batch_size, tta=tta, autocast=torch.bfloat16 if device.type == "cuda" else None)
+    def on(cls, device: torch.device, batch_size: int, tta: bool = False,
+           precision: str = "auto") -> "InferenceSettings":
+        """The settings for ``device``; ``precision`` auto: bf16 on CUDA and on CPUs with native bf16."""
+        return cls(batch_size=batch_size, tta=tta, autocast=autocast_dtype(precision, device))
 
 
 @dataclass
@@ -56,24 +61,40 @@ def tile_starts(length: int, tile: int, step: float) -> list[int]:
     return [int(round(s)) for s in np.linspace(0, length - tile, count)]
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+def tta_flips(settings: InferenceSettings) -> tuple[tuple[int, ...], ...]:
+    """The input flips averaged: none; with TTA the in-plane mirrorings, each also with the slice axis reversed."""
+    if not settings.tta:
+        return ((),)
+    return TTA_FLIPS + tuple((SLICE_FLIP, *dims) for dims in TTA_FLIPS) if settings.tta_slice_flip else TTA_FLIPS
+
+
+def tile_weights(height: int, width: int, kind: str, device: torch.device) -> torch.Tensor:
+    """(H, W) weight of each pixel of a tile: 1 ('uniform'), or a Gaussian with sigma 1/8 of the tile side,
+    as nnU-Net weights sliding windows ('gaussian'): tile borders, which see less context, count less."""
+    if kind == "uniform":
+        return torch.ones((height, width), device=device)
+    if kind != "gaussian":
+        raise ValueError(f"unknown tile weighting '{kind}' (expected one of {TILE_WEIGHTINGS})")
+    axes = [torch.exp(-0.5 * ((torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / (n / 8)) ** 2)
+            for n in (height, width)]
+    weights = axes[0][:, None] * axes[1][None, :]
+    weights /= weights.max()
+    return weights.clamp_min(weights[weights > 0].min()).float().to(device)
 
 
 def _centre_probabilities(model: VolumeModel, batch: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     """Softmax of the centre slice's logits (B, N, H, W), averaged over the test-time flips."""
-    flips = TTA_FLIPS if settings.tta else ((),)
+    flips = tta_flips(settings)
     total = None
     for dims in flips:
         view = batch.flip(dims) if dims else batch
-        with _autocast(batch.device, settings.autocast):
+        with autocast(batch.device, settings.autocast):
             logits = model.network(view)
         if logits.ndim == 5:                          # predict: all -> the centre slice of the window
             logits = logits[:, :, logits.shape[2] // 2]
         probabilities = torch.softmax(logits.float(), dim=1)
-        probabilities = probabilities.flip(dims) if dims else probabilities
+        in_plane = tuple(d for d in dims if d != SLICE_FLIP)    # the output has no slice axis to flip back
+        probabilities = probabilities.flip(in_plane) if in_plane else probabilities
         total = probabilities if total is None else total + probabilities
     return total / len(flips)
 
@@ -86,14 +107,20 @@ def _tiled_probabilities(model: VolumeModel, windows: torch.Tensor, settings: In
     before_y, before_x = pad_y // 2, pad_x // 2
     if pad_y or pad_x:
         windows = F.pad(windows, (before_x, pad_x - before_x, before_y, pad_y - before_y), value=PAD_VALUE)
+    starts_y = tile_starts(windows.shape[-2], height, settings.tile_step)
+    starts_x = tile_starts(windows.shape[-1], width, settings.tile_step)
+    if len(starts_y) == len(starts_x) == 1:          # one tile: nothing to weigh
+        total = _centre_probabilities(model, windows, settings)
+        return total[..., before_y:before_y + size_y, before_x:before_x + size_x]
+    weights = tile_weights(height, width, settings.tile_weighting, windows.device)
     total, count = None, torch.zeros(windows.shape[-2:], device=windows.device)
-    for y in tile_starts(windows.shape[-2], height, settings.tile_step):
-        for x in tile_starts(windows.shape[-1], width, settings.tile_step):
+    for y in starts_y:
+        for x in starts_x:
             probabilities = _centre_probabilities(model, windows[..., y:y + height, x:x + width], settings)
             if total is None:
                 total = windows.new_zeros((windows.shape[0], probabilities.shape[1], *windows.shape[-2:]))
-            total[..., y:y + height, x:x + width] += probabilities
-            count[y:y + height, x:x + width] += 1
+            total[..., y:y + height, x:x + width] += probabilities * weights
+            count[y:y + height, x:x + width] += weights
     total /= count
     return total[..., before_y:before_y + size_y, before_x:before_x + size_x]
 
@@ -110,17 +137,22 @@ def predict_chunks(models: Sequence[VolumeModel], data: np.ndarray, device: torc
                    progress=None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (z0, z1, probabilities (N, z1 - z0, Y, X) float32 on ``device``) for consecutive slice chunks.
 
-    Probabilities are the mean over ``models`` (and the flips with TTA) of their softmax outputs.
+    Probabilities are the mean over ``models`` (and the flips with TTA) of their softmax outputs. A chunk's
+    windows are built once and shared by every fold with the same window; on a GPU they go through pinned
+    host memory, so the copy runs asynchronously.
     """
     for model in models:
         model.network.eval()
     num_slices = data.shape[1]
     for z0 in range(0, num_slices, settings.batch_size):
         z1 = min(num_slices, z0 + settings.batch_size)
-        mean = None
+        mean, built = None, {}
         for model in models:
-            windows = torch.from_numpy(window_batch(data, range(z0, z1), model.spec)).to(device, non_blocking=True)
-            probabilities = _tiled_probabilities(model, windows, settings)
+            if model.spec not in built:
+                windows = torch.from_numpy(window_batch(data, range(z0, z1), model.spec))
+                built[model.spec] = (windows.pin_memory() if device.type == "cuda" else windows).to(
+                    device, non_blocking=True)
+            probabilities = _tiled_probabilities(model, built[model.spec], settings)
             mean = probabilities if mean is None else mean + probabilities
         mean /= len(models)
         if progress is not None:

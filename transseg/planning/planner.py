@@ -38,6 +38,7 @@ class PlannerOptions:
     ct_clip: str = "foreground"              # 'foreground' (0.5/99.5 percentiles) or 'paper' ([-175, 250])
     window_slices: int = 5
     window_stride: int = 1
+    inflation: str = "center"                # 'center' (the paper's best), 'average', 'none' (random depth kernel)
     decoder_channels: Optional[int] = None   # None: 768 for Base and larger, else the backbone width
     gpu_memory_target_gb: float = 24.0
     global_batch_size: int = 16
@@ -50,6 +51,7 @@ OPTIONS_SCHEMA = Schema(rules={PlannerOptions: {
     "backbone": non_empty_string(),
     "window_slices": PLANS_SCHEMA_RULES[DataPlan]["window_slices"],
     "window_stride": PLANS_SCHEMA_RULES[DataPlan]["window_stride"],
+    "inflation": PLANS_SCHEMA_RULES[ModelPlan]["inflation"],
     "decoder_channels": PLANS_SCHEMA_RULES[ModelPlan]["decoder_channels"],
     "pretrained": PLANS_SCHEMA_RULES[ModelPlan]["pretrained"],
     "global_batch_size": PLANS_SCHEMA_RULES[TrainingPlan]["global_batch_size"],
@@ -193,7 +195,8 @@ def plan_experiment(fingerprint: dict, options: PlannerOptions = PlannerOptions(
     decisions.append(f"window: {options.window_slices} slices, stride {options.window_stride}, predict the centre slice")
     decoder_channels = options.decoder_channels or (768 if backbone.width >= 768 else backbone.width)
     model = ModelPlan(backbone=options.backbone, pretrained=options.pretrained,
-                      pretrained_file=options.pretrained_file, decoder_channels=decoder_channels)
+                      pretrained_file=options.pretrained_file, inflation=options.inflation,
+                      decoder_channels=decoder_channels)
     training = plan_training(backbone, data, len(fingerprint["channels"]), decoder_channels, options, decisions)
     plans = Plans(dataset_name=fingerprint["dataset_name"], data=data, model=model, training=training,
                   decisions=decisions)

@@ -33,6 +33,7 @@ PREDICT_MODES = ("center", "all")                               # model.config.P
 MIXED_PRECISION = ("bf16", "fp16", "fp32")
 ROTATIONS = ("quarter_turns", "uniform")
 DATA_DTYPES = ("float16", "float32")
+AUGMENTATION_PRESETS = ("paper", "nnunet")                      # training.augmentation_nnunet.PRESETS
 
 
 @dataclass
@@ -78,6 +79,7 @@ class ModelPlan:
     inflation: str = "center"
     decoder_channels: int = 768
     drop_path_rate: float = 0.1
+    decoder_dropout: float = 0.1                 # dropout before UPerNet's classifier
 
 
 @dataclass
@@ -100,6 +102,7 @@ class AugmentationPlan:
     rotation_degrees: float = 15.0               # used by 'uniform'
     intensity_shift: float = 0.2
     intensity_shift_probability: float = 0.5
+    preset: str = "paper"                        # 'nnunet' adds nnU-Net's 2D intensity transforms (training/augmentation_nnunet.py)
 
 
 @dataclass
@@ -115,6 +118,8 @@ class TrainingPlan:
     loss: str = "dice_focal"
     num_folds: int = 5
     mixed_precision: str = "bf16"                # 'bf16' (CUDA autocast), 'fp16' (with a grad scaler) or 'fp32'
+    validation_precision: str = "auto"           # the network at validation: 'auto' (bf16 on CUDA and on CPUs
+                                                 # with native bf16), 'fp32' or 'bf16' (transseg_predict --precision)
     foreground_oversampling: float = 0.33
     gradient_clip: float = 1.0                   # max global gradient norm; 0 switches clipping off
     val_every: int = 500                         # steps between validations (and checkpoint_latest.pt)
@@ -122,9 +127,15 @@ class TrainingPlan:
     validation_ema: float = 0.9                  # weight of the old value in the EMA that picks checkpoint_best
     seed: int = 0
     loader_workers: Optional[int] = None         # data-loader processes per GPU; None = the CPUs shared out, at most 8
+    distributed_timeout_minutes: float = 60.0    # longest wait at a collective (ranks) before the run fails
     gpu_memory_target_gb: float = 24.0
     estimated_memory_gb: float = 0.0             # the memory model's figure for batch_size_per_gpu
     augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
+
+
+# DataPlan fields that only the network and the window sampler read, never preprocessing: plans that
+# differ in nothing else share one folder of preprocessed cases (``Plans.data_identifier``)
+NOT_PREPROCESSING_FIELDS = ("resolution", "window_slices", "window_stride", "predict", "label_names")
 
 
 @dataclass
@@ -134,6 +145,7 @@ class Plans:
     model: ModelPlan = field(default_factory=ModelPlan)
     training: TrainingPlan = field(default_factory=TrainingPlan)
     plans_name: str = "plans"
+    data_identifier: Optional[str] = None        # folder of the preprocessed cases; None: the plans name
     schema_version: int = PLANS_VERSION
     decisions: list[str] = field(default_factory=list)   # one line per rule applied, for the reader
 
@@ -159,9 +171,17 @@ class Plans:
         return plans
 
     def content_hash(self) -> str:
-        """A short hash of everything preprocessing depends on (the data section)."""
-        text = json.dumps(dataclasses.asdict(self.data), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A short hash of everything preprocessing depends on: the data section but NOT_PREPROCESSING_FIELDS.
+
+        A field left out here must never be read by preprocessing (tests/test_plan_variants.py
+        preprocesses with each changed and compares); a new field is hashed unless listed.
+        """
+        data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in NOT_PREPROCESSING_FIELDS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def cases_folder_name(self, plans_name: Optional[str] = None) -> str:
+        """The preprocessed cases' folder under the dataset folder: ``data_identifier``, else the plans name."""
+        return self.data_identifier or plans_name or self.plans_name
 
 
 # ------------------------------------------------------------------------------- what is allowed
@@ -206,6 +226,7 @@ PLANS_SCHEMA_RULES = {
         "inflation": one_of(*INFLATIONS),
         "decoder_channels": POSITIVE_INT,
         "drop_path_rate": number_in(0, 1, high_inclusive=False),
+        "decoder_dropout": number_in(0, 1, high_inclusive=False),
     },
     AugmentationPlan: {
         "zoom_range": pair(number_above(0), "<="),
@@ -216,6 +237,7 @@ PLANS_SCHEMA_RULES = {
         "rotation_degrees": number_in(0, 180),
         "intensity_shift": number_above(0, inclusive=True),
         "intensity_shift_probability": PROBABILITY,
+        "preset": one_of(*AUGMENTATION_PRESETS),
     },
     TrainingPlan: {
         "global_batch_size": POSITIVE_INT,
@@ -229,6 +251,7 @@ PLANS_SCHEMA_RULES = {
         "loss": non_empty_string(),
         "num_folds": int_at_least(2),
         "mixed_precision": one_of(*MIXED_PRECISION),
+        "validation_precision": one_of("auto", "fp32", "bf16"),
         "foreground_oversampling": PROBABILITY,
         "gradient_clip": number_above(0, inclusive=True),
         "val_every": POSITIVE_INT,
@@ -236,6 +259,7 @@ PLANS_SCHEMA_RULES = {
         "validation_ema": number_in(0, 1, high_inclusive=False),
         "seed": Rule("an int in [0, 2**32 - 1]", lambda v: 0 <= v < 2 ** 32),
         "loader_workers": int_at_least(0),
+        "distributed_timeout_minutes": number_above(0),
         "gpu_memory_target_gb": number_above(0),
         "estimated_memory_gb": number_above(0, inclusive=True),
     },
@@ -243,6 +267,8 @@ PLANS_SCHEMA_RULES = {
         "dataset_name": non_empty_string(),
         "plans_name": Rule("a plain file name (letters, digits, '_', '-', '.'; it names the plans file and "
                            "the case folder)", lambda v: re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v) is not None),
+        "data_identifier": Rule("a plain folder name (letters, digits, '_', '-', '.') beside the plans file",
+                                lambda v: re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v) is not None),
     },
 }
 

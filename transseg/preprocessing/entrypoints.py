@@ -4,6 +4,7 @@ Layout under ``$TRANSSEG_preprocessed/DatasetXXX_Name/``::
 
     plans.json                    (from planning)
     <plans_name>/CASE.npz         data (C, Z, Y, X), seg (Z, Y, X); uncompressed, memory-mappable
+                                  (plans.data_identifier names another plans' folder to share)
     <plans_name>/CASE.json        how to undo it; written last, so it marks a complete case
     gt_segmentations/CASE.<ext>   byte copies of the original label files, for evaluation
 
@@ -26,7 +27,7 @@ from ..io import image_suffix
 from ..parallel import raise_on_failures, run_cases
 from ..paths import TranssegError, canonical_dataset_name, find_dataset_folder, get_root
 from ..planning.plans import DataPlan, load_plans, plans_path
-from .case_store import case_is_current, save_case
+from .case_store import case_is_current, json_path, load_properties, save_case
 from .preprocessor import preprocess_case
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,26 @@ def _copy_all_ground_truth(cases: list[CaseFiles], folder: Path, overwrite: bool
             logger.warning("%s: ground truth not copied (%s)", case.label, error.strerror or error)
 
 
+def _refuse_overwriting_shared_cases(output: Path, todo: list[CaseFiles], plans_hash: str, plans_file: Path,
+                                     plans_name: str) -> None:
+    """A variant pointing at another plans' cases (``data_identifier``) must never replace them with other data."""
+    if output.name == plans_name:
+        return
+    def made_with(identifier: str):
+        try:
+            return load_properties(output, identifier).get("plans_hash")
+        except TranssegError:          # a damaged record: nothing worth keeping
+            return None
+
+    other = [c.identifier for c in todo if json_path(output, c.identifier).is_file()
+             and made_with(c.identifier) not in (None, plans_hash)]
+    if other:
+        raise TranssegError(f"{plans_file}: its data_identifier shares the cases in {output}, but they were made with "
+                            f"other data fields ({len(other)} case(s), e.g. {other[0]}); preprocessing would replace "
+                            f"them under the plans that own them. Set \"data_identifier\" to null (own folder "
+                            f"{plans_name}/) or rerun transseg_plan_experiment --plans_name {plans_name}.")
+
+
 def run_preprocess(dataset: Union[str, int], raw_root: PathLike = None, preprocessed_root: PathLike = None,
                    num_processes: int = 2, overwrite: bool = False, plans_name: str = "plans") -> dict:
     """Preprocess every training case; returns a summary, raises listing the cases that failed.
@@ -114,7 +135,7 @@ def run_preprocess(dataset: Union[str, int], raw_root: PathLike = None, preproce
         raise TranssegError(f"{plans_file}: label values {plans.data.label_values} differ from dataset.json's "
                             f"{spec.label_values}; rerun the planning.")
     plans_hash = plans.content_hash()
-    output = preprocessed_cases_folder(dataset_folder, plans_name)
+    output = preprocessed_cases_folder(dataset_folder, plans.cases_folder_name(plans_name))   # shared by variants
     ground_truth = ground_truth_folder(dataset_folder)
     with exclusive_lock(dataset_folder / LOCK_FILE, "preprocessing"):
         output.mkdir(parents=True, exist_ok=True)
@@ -133,6 +154,7 @@ def run_preprocess(dataset: Union[str, int], raw_root: PathLike = None, preproce
         if skipped:
             logger.info("%d of %d cases are already preprocessed with these plans; skipped (use --overwrite to "
                         "redo).", len(skipped), len(training))
+        _refuse_overwriting_shared_cases(output, todo, plans_hash, plans_file, plans_name)
         todo.sort(key=_input_bytes, reverse=True)   # largest first: the workers finish together
         jobs = [(c.identifier, _Job(c, plans.data, plans_name, plans_hash, output)) for c in todo]
         outcomes = run_cases(_preprocess_one, jobs, max(1, num_processes), "preprocessing")

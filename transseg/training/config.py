@@ -41,6 +41,9 @@ class TrainOptions:
     overwrite: bool = False
     overrides: list[str] = field(default_factory=list)  # SECTION.FIELD=VALUE
     final_validation: bool = True
+    validation_only: bool = False                     # --val: predict and score the validation cases, no training
+    checkpoint: str = "final"                         # -chk: which checkpoint --val uses (final or best)
+    save_probabilities: bool = False                  # --npz: keep each validation case's probabilities
     raw_root: Optional[str] = None
     preprocessed_root: Optional[str] = None
     results_root: Optional[str] = None
@@ -106,7 +109,7 @@ def model_config_from_plans(plans: Plans) -> ModelConfig:
                            in_channels=len(data.normalization), num_classes=len(data.label_values),
                            image_size=tuple(data.resolution), slices=data.window_slices, inflation=model.inflation,
                            decoder_channels=model.decoder_channels, predict=data.predict,
-                           drop_path_rate=model.drop_path_rate)
+                           drop_path_rate=model.drop_path_rate, decoder_dropout=model.decoder_dropout)
     except (TypeError, ValueError) as error:
         raise TranssegError(f"plans: {error}") from None
 
@@ -118,11 +121,22 @@ class BatchPlan:
     accumulation: int
 
 
-def batch_plan(global_batch: int, planned_per_gpu: int, world_size: int) -> BatchPlan:
-    """Windows per GPU step and accumulation so that world_size x per-GPU x accumulation = global."""
+def batch_plan(global_batch: int, planned_per_gpu: int, world_size: int, batch_norm: bool = True) -> BatchPlan:
+    """Windows per GPU step and accumulation so that world_size x per-GPU x accumulation = global.
+
+    With ``batch_norm`` (UPerNet's, synchronised over the ranks) a micro-batch must hold at least
+    two windows over all ranks: the pyramid pooling's 1 x 1 branch normalises one value per window,
+    and one value has no variance. Such a layout is refused here, before anything starts.
+    """
     if global_batch % world_size:
         raise TranssegError(f"the global batch {global_batch} is not divisible by the {world_size} processes; "
                             f"choose --batch_size as a multiple of {world_size}.")
     per_rank = global_batch // world_size
     per_gpu = max(d for d in range(1, min(planned_per_gpu, per_rank) + 1) if per_rank % d == 0)
+    if batch_norm and per_gpu * world_size < 2:
+        raise TranssegError(
+            f"training.global_batch_size {global_batch} on {world_size} process(es) with training.batch_size_per_gpu "
+            f"{planned_per_gpu} gives micro-batches of 1 window, accumulated {per_rank} times, but UPerNet's batch "
+            f"norm needs at least 2 windows per micro-batch. Set training.batch_size_per_gpu to 2 or more and "
+            f"--batch_size to a multiple of {2 * world_size}.")
     return BatchPlan(global_batch, per_gpu, per_rank // per_gpu)

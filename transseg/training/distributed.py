@@ -9,6 +9,7 @@ batch b normalise exactly as one process with batch N b: torch's SyncBatchNorm o
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..devices import resolve_device
+from ..inference.precision import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1                 # ranks on this node (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -43,19 +46,26 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def init_distributed(device_kind: str) -> DistributedContext:
-    """Join the process group when launched with WORLD_SIZE > 1; otherwise a single-process context."""
+def init_distributed(device_kind: str, timeout_minutes: float = 60.0) -> DistributedContext:
+    """Join the process group when launched with WORLD_SIZE > 1; otherwise a single-process context.
+
+    ``timeout_minutes`` bounds every wait at a collective (and the start-up rendezvous): long enough
+    for one rank's share of a validation or a checkpoint write on a slow file system, short enough
+    that a dead rank stops the others within the hour instead of NCCL's silent 10 minutes.
+    """
     device = resolve_device(device_kind)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank, world_size, local_rank, device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
+    return DistributedContext(rank, world_size, local_rank, device, local_world_size)
 
 
 def shutdown_distributed() -> None:
@@ -137,12 +147,28 @@ def launch_local(num_processes: int, command: Sequence[str], port: Optional[int]
     When one rank fails the others are stopped; the first non-zero exit status is returned.
     """
     port = port or _free_port()
+    threads = max(1, usable_cpus() // num_processes)
     processes = []
     for rank in range(num_processes):
         environment = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(num_processes),
                        "LOCAL_WORLD_SIZE": str(num_processes), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}
+        if "OMP_NUM_THREADS" not in os.environ:      # the CPUs shared out, not each rank using all of them
+            environment["OMP_NUM_THREADS"] = str(threads)
         processes.append(subprocess.Popen(list(command), env=environment))
+
+    def forward(signum, frame) -> None:
+        """SIGTERM/SIGINT to the launcher (or to its whole group): the ranks save and stop; wait for them."""
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:               # not the main thread
+            pass
     status = 0
     try:
         remaining = list(processes)
@@ -157,12 +183,9 @@ def launch_local(num_processes: int, command: Sequence[str], port: Optional[int]
                     status = code
                     for other in remaining:
                         other.send_signal(signal.SIGTERM)
-    except KeyboardInterrupt:
-        for process in processes:
-            process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait()
-        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return status
 
 
@@ -192,10 +215,24 @@ def all_gather_objects(context: DistributedContext, value) -> list:
 
 
 def reduce_mean(context: DistributedContext, values: torch.Tensor) -> torch.Tensor:
-    """The mean over ranks of a small tensor (moved to the rank's device for NCCL, returned on the CPU)."""
+    """The mean over ranks of a small tensor, left on the rank's device (no host sync here)."""
     if not context.distributed:
         return values
     values = values.to(context.device, copy=True)
     dist.all_reduce(values)
-    return (values / context.world_size).cpu()
+    return values / context.world_size
+
+
+def share_cases(sizes: dict[str, int], context: DistributedContext) -> list[str]:
+    """This rank's cases, dealt largest first to the rank with the least work so far.
+
+    Every rank computes the same deal from the same sizes (voxels), so the ranks' shares take
+    about equally long and none waits long for another at the gather that follows.
+    """
+    loads, owner = [0] * context.world_size, {}
+    for identifier in sorted(sizes, key=lambda i: (-sizes[i], i)):
+        rank = min(range(context.world_size), key=lambda r: (loads[r], r))
+        loads[rank] += sizes[identifier]
+        owner[identifier] = rank
+    return [i for i in sizes if owner[i] == context.rank]
 

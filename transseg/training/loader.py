@@ -3,11 +3,15 @@
 Items are pure functions of their index (see ``sampling``), so a torch ``DataLoader`` with any
 number of worker processes delivers the same batches in the same order, and a resumed run starts
 at the item of its step. Case arrays are memory-mapped lazily in each worker (a memory map is
-never pickled into a worker), so a dataset larger than RAM trains.
+never pickled into a worker), so a dataset larger than RAM trains. Each worker keeps at most
+``MAX_OPEN_CASES`` cases mapped (least recently used first out): every map holds an open file,
+and a thousand cases would otherwise pass the usual limit of 1,024 open files per process.
 """
 from __future__ import annotations
 
 import os
+import signal
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,6 +25,8 @@ from ..planning.plans import AugmentationPlan
 from ..preprocessing import load_case, load_properties
 from .sampling import TrainingCase, draw_window, forced_slots, rank_slots
 from .windows import cut_window
+
+MAX_OPEN_CASES = 64      # cases memory-mapped at once per worker (two open files each)
 
 
 def training_cases(folder: Path, identifiers: Sequence[str]) -> list[TrainingCase]:
@@ -54,9 +60,9 @@ class BatchLayout:
 class WindowBatches(Dataset):
     """Micro-batches ``first_step * A`` .. ``steps * A`` of one rank, as {'image', 'target', 'step'}."""
 
-    def __init__(self, folder: Path, cases: Sequence[TrainingCase], spec: WindowSpec, layout: BatchLayout,
+    def __init__(self, folder: Path, cases: Sequence[TrainingCase], spec: WindowSpec, layout: BatchLayout, *,
                  augmentation: Optional[AugmentationPlan], seed: int, oversampling: float, first_step: int,
-                 steps: int):
+                 steps: int, max_open_cases: int = MAX_OPEN_CASES):
         self.folder = Path(folder)
         self.cases = list(cases)
         self.spec = spec
@@ -66,19 +72,25 @@ class WindowBatches(Dataset):
         self.forced = forced_slots(layout.global_batch, oversampling)
         self.first_step = first_step
         self.steps = steps
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.max_open_cases = max(1, int(max_open_cases))
+        self._arrays: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __len__(self) -> int:
         return max(0, self.steps - self.first_step) * self.layout.accumulation
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if index not in self._arrays:
-            data, seg, _ = load_case(self.folder, self.cases[index].identifier, mmap=True)
-            self._arrays[index] = (data, seg)
-        return self._arrays[index]
+        """The memory maps of case ``index``; the least recently used case is closed past the bound."""
+        if index in self._arrays:
+            self._arrays.move_to_end(index)
+            return self._arrays[index]
+        while len(self._arrays) >= self.max_open_cases:
+            self._arrays.popitem(last=False)        # its maps (and files) close with the last reference
+        data, seg, _ = load_case(self.folder, self.cases[index].identifier, mmap=True)
+        self._arrays[index] = (data, seg)
+        return data, seg
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": {}}     # workers open their own memory maps
+        return {**self.__dict__, "_arrays": OrderedDict()}     # workers open their own memory maps
 
     def __getitem__(self, item: int) -> dict:
         step = self.first_step + item // self.layout.accumulation
@@ -96,13 +108,26 @@ class WindowBatches(Dataset):
 
 
 def _worker_init(_: int) -> None:
+    """One thread per worker; SIGTERM/SIGINT are left to the main process.
+
+    A pre-emption signal goes to the whole process group (torchrun, SLURM's ``--signal``, Ctrl-C):
+    workers that died of it would take the run down before the main process saves its state.
+    Ignoring it here lets the main process finish its step, save ``checkpoint_latest.pt``, and stop
+    the workers itself.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
-def default_workers(world_size: int = 1) -> int:
-    """The CPUs shared out over the ranks of this machine, at most 8 each (0 = load in the main process)."""
+def default_workers(local_world_size: int = 1) -> int:
+    """The CPUs of this node shared out over its ranks, at most 8 each (0 = load in the main process).
+
+    ``local_world_size`` is the number of ranks on this node (LOCAL_WORLD_SIZE), not the global
+    world size: 2 nodes of 8 GPUs give each rank an eighth of its node's CPUs, not a sixteenth.
+    """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, world_size) - 1))
+    return max(0, min(8, cpus // max(1, local_world_size) - 1))
 
 
 def make_loader(batches: WindowBatches, workers: int, pin_memory: bool = False) -> DataLoader:

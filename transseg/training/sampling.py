@@ -43,6 +43,7 @@ class Augmentation:
     flip_columns: bool = False
     rotation_degrees: float = 0.0
     intensity_shift: float = 0.0
+    intensity_seed: Optional[int] = None       # preset 'nnunet': seeds nnU-Net's intensity transforms
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def draw_augmentation(rng: np.random.Generator, plan: AugmentationPlan, square: 
             rotation = float(rng.uniform(-plan.rotation_degrees, plan.rotation_degrees))
     shift = (float(rng.uniform(-plan.intensity_shift, plan.intensity_shift))
              if rng.random() < plan.intensity_shift_probability else 0.0)
-    return Augmentation(zoom, *flips, rotation, shift)
+    seed = int(rng.integers(2 ** 32)) if plan.preset == "nnunet" else None   # drawn last: 'paper' draws are unchanged
+    return Augmentation(zoom, *flips, rotation, shift, seed)
 
 
 def draw_window(seed: int, step: int, slot: int, cases: Sequence[TrainingCase], forced: bool,

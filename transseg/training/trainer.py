@@ -29,7 +29,7 @@ from ..planning.plans import Plans
 from .config import BatchPlan
 from .distributed import DistributedContext, reduce_mean, synchronise_batch_norms
 from .loader import BatchLayout, WindowBatches, default_workers, make_loader, training_cases
-from .loss import get_loss
+from .loss import LossParts, get_loss
 from .optim import make_optimizer, make_scheduler
 from .progress import PLOT_FILE, MetricsLog, plot_progress
 from .validation import update_ema, validate
@@ -82,10 +82,18 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves and stops after the current step."""
+    """SIGTERM/SIGINT set a flag; the loop saves and stops after the current step.
+
+    One request often arrives several times: sent to the whole process group *and* forwarded by a
+    launcher (torchrun, ``--num_gpus``, SLURM). Repeats within ``REPEAT_SECONDS`` are that one
+    request; only a later second Ctrl-C stops at once, without saving.
+    """
+
+    REPEAT_SECONDS = 5.0
 
     def __init__(self) -> None:
         self.requested = False
+        self._first = 0.0
         self._previous = {}
 
     def __enter__(self) -> "StopRequest":
@@ -97,14 +105,45 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:                  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("Stop requested: saving %s after this step.", LATEST)
+        if not self.requested:
+            self.requested, self._first = True, time.monotonic()
+            logger.warning("Stop requested (%s): saving %s after this step.", signal.Signals(signum).name, LATEST)
+        elif signum == signal.SIGINT and time.monotonic() - self._first > self.REPEAT_SECONDS:
+            raise KeyboardInterrupt         # a second Ctrl-C, later: stop at once
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def build_network(config: ModelConfig, state: Optional[dict] = None) -> nn.Module:
+    """The network of ``config``; with a checkpoint ``state``, its weights (no pre-trained download)."""
+    if state is not None:
+        config = ModelConfig.from_dict({**config.to_dict(), "pretrained": None})
+    try:
+        network = build_model(config)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise TranssegError(f"cannot build the model: {error}") from None
+    if state is not None:
+        network.load_state_dict(state["model"])
+    return network
+
+
+def checkpoints_due(step: int, steps: int, save_every: int, validated: bool, improved: bool,
+                    stopping: bool) -> list[str]:
+    """The checkpoint policy, in one place: which files step ``step`` writes (after its log record).
+
+    - ``best``: when the validation's moving average improved on the best so far;
+    - ``latest``: every ``save_every`` steps, at every validation, at the last step, and when a stop
+      was requested (``--c`` continues from it);
+    - ``final``: at the last step.
+    """
+    names = [BEST] if improved else []
+    if validated or stopping or step % save_every == 0 or step == steps:
+        names.append(LATEST)
+    if step == steps:
+        names.append(FINAL)
+    return names
 
 
 class Trainer:
@@ -113,8 +152,7 @@ class Trainer:
         training = setup.plans.training
         self.state = TrainState()
         torch.manual_seed(training.seed)           # the same initial decoder weights on every rank and rerun
-        network = self._build_network(resume)
-        self.network = network.to(context.device)
+        self.network = build_network(setup.model_config, resume).to(context.device)
         if context.distributed:
             synchronise_batch_norms(self.network, context.device)
             ids = [context.local_rank] if context.device.type == "cuda" else None
@@ -129,18 +167,6 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
         self.loss = get_loss(training.loss)
-
-    def _build_network(self, resume: Optional[dict]) -> nn.Module:
-        config = self.setup.model_config
-        if resume is not None:
-            config = ModelConfig.from_dict({**config.to_dict(), "pretrained": None})
-        try:
-            network = build_model(config)
-        except (ValueError, FileNotFoundError, OSError) as error:
-            raise TranssegError(f"cannot build the model: {error}") from None
-        if resume is not None:
-            network.load_state_dict(resume["model"])
-        return network
 
     def _restore(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -167,19 +193,22 @@ class Trainer:
             save_checkpoint(self.checkpoint_state(), self.setup.fold_folder / name)
 
     # ------------------------------------------------------------------------------ the loop
+    def loader_workers(self) -> int:
+        workers = self.setup.plans.training.loader_workers
+        return default_workers(self.context.local_world_size) if workers is None else workers
+
     def _loader(self):
         setup, training = self.setup, self.setup.plans.training
         layout = BatchLayout(setup.batch.global_batch, setup.batch.per_gpu_batch, self.context.world_size,
                              self.context.rank)
         cases = training_cases(setup.cases_folder, setup.train_ids)
-        batches = WindowBatches(setup.cases_folder, cases, setup.spec, layout, training.augmentation, training.seed,
-                                training.foreground_oversampling, self.state.step, training.steps)
-        workers = training.loader_workers
-        if workers is None:
-            workers = default_workers(self.context.world_size)
-        return make_loader(batches, workers, pin_memory=self.context.device.type == "cuda")
+        batches = WindowBatches(setup.cases_folder, cases, setup.spec, layout, augmentation=training.augmentation,
+                                seed=training.seed, oversampling=training.foreground_oversampling,
+                                first_step=self.state.step, steps=training.steps)
+        return make_loader(batches, self.loader_workers(), pin_memory=self.context.device.type == "cuda")
 
-    def _micro_step(self, item: dict, accumulation: int) -> dict:
+    def _micro_step(self, item: dict, accumulation: int) -> torch.Tensor:
+        """Forward and backward of one micro-batch; its loss parts (total, Dice, focal), detached, on the device."""
         training, device = self.setup.plans.training, self.context.device
         image = item["image"].to(device, non_blocking=True)
         target = item["target"].to(device, non_blocking=True)
@@ -188,9 +217,9 @@ class Trainer:
         with sync:
             with _autocast(device, training.mixed_precision):
                 logits = self.model(image)
-            parts = self.loss(logits.float(), target)
+            parts: LossParts = self.loss(logits.float(), target)
             self.scaler.scale(parts.total / accumulation).backward()
-        return parts.detached()
+        return torch.stack([parts.total, parts.dice, parts.focal]).detach()
 
     def _optimizer_step(self) -> float:
         """Clip, step, advance the schedule; returns the learning rate this step used."""
@@ -205,82 +234,126 @@ class Trainer:
         return learning_rate
 
     def run(self, metrics: Optional[MetricsLog]) -> TrainState:
+        """Step to ``training.steps``; checkpoints as :func:`checkpoints_due` says.
+
+        The hot path syncs with the host once per optimiser step: the loss parts are summed on the
+        device and read, together with every rank's stop flag, by one ``tolist()``.
+        """
         setup, training, context = self.setup, self.setup.plans.training, self.context
         accumulation = setup.batch.accumulation
-        windows_per_step = setup.batch.global_batch
         progress = tqdm(total=training.steps, initial=self.state.step, desc=f"training fold {setup.fold}",
                         unit="step", disable=not context.is_main, dynamic_ncols=True)
         self.model.train()
-        parts: list[dict] = []
-        started = last_plot = time.perf_counter()
+        parts = torch.zeros(3, device=context.device)
+        timer = StepTimer()
+        written: list[str] = []
         with StopRequest() as stop:
             for item in self._loader():
+                timer.got_batch()
                 step = item["step"]
                 if item["micro_batch"] == 0:
                     torch.manual_seed(_step_seed(training.seed, step, context.rank))
                     self.optimizer.zero_grad(set_to_none=True)
-                    parts = []
-                parts.append(self._micro_step(item, accumulation))
+                    parts.zero_()
+                parts += self._micro_step(item, accumulation)
+                timer.computed()
                 if item["micro_batch"] < accumulation - 1:
                     continue
                 learning_rate = self._optimizer_step()
                 self.state.step = step + 1
-                record, stopping = self._step_record(parts, learning_rate, time.perf_counter() - started,
-                                                     windows_per_step, stop.requested)
+                record, stopping = self._step_record(parts / accumulation, learning_rate, timer, stop.requested)
                 progress.update(1)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", windows_s=f"{record['windows_per_s']:.1f}")
-                validated, checkpoints = self._validate_if_due(record)
+                validated, improved = self._validate_if_due(record)
+                written = checkpoints_due(self.state.step, training.steps, training.save_every, validated,
+                                          improved, stopping)
                 if metrics is not None:               # the record first: a checkpoint never runs ahead of the log
                     metrics.append(record)
-                    if validated or time.perf_counter() - last_plot > PLOT_EVERY_SECONDS:
+                    if timer.plot_due(validated):
                         self.plot(metrics)
-                        last_plot = time.perf_counter()
-                for name in checkpoints:
+                for name in written:
                     self.save(name)
-                started = time.perf_counter()    # a step's time includes waiting for its batch, not validation
-                if stopping:                     # any rank asked: all stop after the same step
-                    self.save(LATEST)
+                timer.step_done()    # a step's time includes waiting for its batch, not validation or saving
+                if stopping:         # any rank asked: all stop after the same step
                     progress.close()
                     raise TrainingInterrupted(f"stopped at step {self.state.step} of {training.steps}; "
                                               f"{setup.fold_folder / LATEST} saved. Continue with --c.")
         progress.close()
-        self.save(FINAL)
+        if FINAL not in written:     # resumed at the last step: nothing left to train
+            self.save(FINAL)
         if metrics is not None:
             self.plot(metrics)
         return self.state
 
-    def _step_record(self, parts: list[dict], learning_rate: float, seconds: float, windows: int,
+    def _step_record(self, parts: torch.Tensor, learning_rate: float, timer: "StepTimer",
                      stop_requested: bool) -> tuple[dict, bool]:
-        """The step's record (loss parts averaged over micro-batches and ranks), and whether any rank stops."""
-        values = [np.mean([p[k] for p in parts]) for k in ("loss", "dice_loss", "focal_loss")]
-        values = reduce_mean(self.context, torch.tensor(values + [float(stop_requested)], dtype=torch.float64))
+        """The step's record (loss parts averaged over micro-batches and ranks), and whether any rank stops.
+
+        The step's one host sync: the parts and the stop flag are reduced over the ranks on the
+        device and read together.
+        """
+        flag = torch.tensor([float(stop_requested)], device=parts.device)
+        values = reduce_mean(self.context, torch.cat([parts.to(torch.float32), flag]))
         loss, dice, focal, stop = values.tolist()
         record = {"step": self.state.step, "loss": loss, "dice_loss": dice, "focal_loss": focal,
-                  "lr": learning_rate, "windows_per_s": windows / max(seconds, 1e-9), "step_seconds": seconds}
+                  "lr": learning_rate, **timer.figures(self.setup.batch.global_batch)}
         return record, stop > 0
 
-    def _validate_if_due(self, record: dict) -> tuple[bool, list[str]]:
-        """Validate when due (adding the figures to ``record``); also the checkpoints this step must write."""
+    def _validate_if_due(self, record: dict) -> tuple[bool, bool]:
+        """Validate when due, adding the figures to ``record``; (validated, the moving average improved)."""
         training, step = self.setup.plans.training, self.state.step
         if step % training.val_every and step != training.steps:
-            return False, [LATEST] if step % training.save_every == 0 else []
-        settings = InferenceSettings.on(self.context.device, 2 * self.setup.batch.per_gpu_batch)
-        result = validate(self.network, self.setup.spec, self.setup.cases_folder, self.setup.val_ids,
-                          len(self.setup.plans.data.label_values), self.context, settings)
+            return False, False
+        settings = InferenceSettings.on(self.context.device, batch_size=2 * self.setup.batch.per_gpu_batch,
+                                        precision=self.setup.plans.training.validation_precision)
+        result = validate(self.network, spec=self.setup.spec, folder=self.setup.cases_folder,
+                          identifiers=self.setup.val_ids, num_classes=len(self.setup.plans.data.label_values),
+                          context=self.context, settings=settings)
         if result is None:                    # fold 'all': nothing to validate on
-            return False, [LATEST]
+            return True, False
         self.state.ema = update_ema(self.state.ema, result.mean, training.validation_ema)
         record.update(result.record(self.setup.plans.data.label_names), val_ema_dice=self.state.ema)
         logger.info("step %d: validation Dice %.4f (per class %s), moving average %.4f", step, result.mean,
                     ", ".join(f"{s:.4f}" for s in result.per_class), self.state.ema)
         if self.state.best_ema is not None and self.state.ema <= self.state.best_ema:
-            return True, [LATEST]
+            return True, False
         self.state.best_ema, self.state.best_step = self.state.ema, step
         logger.info("new best moving average %.4f: %s written", self.state.ema, BEST)
-        return True, [BEST, LATEST]
+        return True, True
 
     def plot(self, metrics: MetricsLog) -> None:
         try:
-            plot_progress(metrics.records, self.setup.fold_folder / PLOT_FILE)
+            plot_progress(metrics, self.setup.fold_folder / PLOT_FILE)
         except Exception as error:          # a plot must never stop a training run
             logger.warning("progress.png not drawn: %s", error)
+
+
+class StepTimer:
+    """Where a step's wall time goes: waiting for its micro-batches (``data_seconds``), the rest
+    (network, the host sync, logging) is ``step_seconds`` minus that."""
+
+    def __init__(self) -> None:
+        self.step_start = self.last_plot = time.perf_counter()
+        self.waited = 0.0
+        self._since = self.step_start          # when the loop last asked the loader for an item
+
+    def got_batch(self) -> None:
+        self.waited += time.perf_counter() - self._since
+
+    def computed(self) -> None:
+        self._since = time.perf_counter()
+
+    def figures(self, windows: int) -> dict:
+        seconds = time.perf_counter() - self.step_start
+        return {"windows_per_s": windows / max(seconds, 1e-9), "step_seconds": seconds, "data_seconds": self.waited}
+
+    def plot_due(self, validated: bool) -> bool:
+        """Redraw at every validation and at least every ``PLOT_EVERY_SECONDS``."""
+        if validated or time.perf_counter() - self.last_plot > PLOT_EVERY_SECONDS:
+            self.last_plot = time.perf_counter()
+            return True
+        return False
+
+    def step_done(self) -> None:
+        self.step_start = self._since = time.perf_counter()
+        self.waited = 0.0

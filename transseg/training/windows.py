@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..inference.window_spec import PAD_VALUE, WindowSpec
 from ..preprocessing import read_window
+from .augmentation_nnunet import augment_intensities
 from .sampling import Augmentation, WindowDraw
 
 _QUARTER_TURNS = {0.0: (1, 0), 90.0: (0, 1), 180.0: (-1, 0), 270.0: (0, -1)}   # degrees -> (cos, sin)
@@ -133,6 +134,8 @@ def cut_window(data: np.ndarray, seg: Optional[np.ndarray], draw: WindowDraw,
     shifted = image.reshape(1, channels * slices, y1 - y0, x1 - x0) + (augmentation.intensity_shift - PAD_VALUE)
     sampled = F.grid_sample(shifted, normalised, mode="bilinear", padding_mode="zeros", align_corners=False)
     sampled = (sampled + PAD_VALUE)[0].reshape(channels, slices, *spec.resolution)
+    if augmentation.intensity_seed is not None:                  # preset 'nnunet'
+        augment_intensities(sampled.numpy(), augmentation.intensity_seed)
     if seg is None:
         return sampled.contiguous(), None
 
