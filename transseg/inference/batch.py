@@ -5,8 +5,8 @@ On a GPU, from the planner's memory model (``planning.memory``): its per-window 
 outlives its layer there), so a batch sized by it fits; it is sized for half the GPU memory that is
 free when prediction starts (the other half: allocator slack, the tile accumulators, another
 process). On a CPU, a small fixed batch: larger ones are slower per window there (BEiT/ViT-Base at
-512 x 512 in bf16 on 2 cores: 4.4 s per window at batch 4, 5.7 at 2, 6.7 at 16; see
-documentation/inference.md, CPU only), and cost memory.
+512 x 512 in bf16 on 2 cores, one series of runs: 4.4 s per window at batch 4, 5.7 at 2, 6.7 at
+16; see documentation/inference.md, CPU only), and cost memory.
 """
 from __future__ import annotations
 
