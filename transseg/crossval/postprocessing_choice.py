@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.evaluate import class_key
+from ..evaluation.evaluate import class_key, read_label_pair
 from ..evaluation.metrics import binary_metrics
-from ..io import read_label
 from ..parallel import raise_on_failures, run_cases
-from ..paths import TranssegError
 from ..postprocessing import PostprocessingRules, remove_all_but_largest
 from .results import Entry
 
@@ -46,12 +44,7 @@ def _dice_after(reference: np.ndarray, before: np.ndarray, after: np.ndarray, va
 
 def _measure_case(job: _CaseJob) -> dict:
     """Dice per class: as is, after (a), after (b) alone, and after (a) then (b)."""
-    reference, reference_geometry = read_label(job.reference)
-    prediction, geometry = read_label(job.prediction)
-    problems = reference_geometry.agrees_with(geometry)
-    if problems:
-        raise TranssegError(f"{job.prediction}: geometry differs from its reference {job.reference}: "
-                            f"{'; '.join(problems)}.")
+    reference, prediction, geometry = read_label_pair(job.reference, job.prediction)
     spacing = geometry.spacing_zyx
     after_a = remove_all_but_largest(prediction)
     dice_a = {v: _dice_after(reference, prediction, after_a, v, spacing, d) for v, d in job.baseline.items()}

@@ -94,14 +94,20 @@ class _CaseJob:
     image: Optional[Path] = None
 
 
-def _evaluate_one(job: _CaseJob) -> dict:
-    reference, reference_geometry = read_label(job.reference)
-    prediction, prediction_geometry = read_label(job.prediction)
+def read_label_pair(reference_path: Path, prediction_path: Path):
+    """(reference, prediction, geometry) of two label files that must lie on one grid."""
+    reference, reference_geometry = read_label(reference_path)
+    prediction, prediction_geometry = read_label(prediction_path)
     problems = reference_geometry.agrees_with(prediction_geometry)
     if problems:
-        raise TranssegError(f"{job.prediction}: geometry differs from its reference {job.reference}: "
+        raise TranssegError(f"{prediction_path}: geometry differs from its reference {reference_path}: "
                             f"{'; '.join(problems)}.")
-    spacing = reference_geometry.spacing_zyx
+    return reference, prediction, reference_geometry
+
+
+def _evaluate_one(job: _CaseJob) -> dict:
+    reference, prediction, geometry = read_label_pair(job.reference, job.prediction)
+    spacing = geometry.spacing_zyx
     metrics = evaluate_case(reference, prediction, spacing, job.labels, job.tolerance_mm)
     result = {"metrics": metrics, "reference_values": present_values(reference),
               "prediction_values": present_values(prediction)}
@@ -110,7 +116,7 @@ def _evaluate_one(job: _CaseJob) -> dict:
         image = None
         if job.image is not None:
             data, image_geometry = read_image(job.image)
-            problems = reference_geometry.agrees_with(image_geometry)
+            problems = geometry.agrees_with(image_geometry)
             if problems:
                 raise TranssegError(f"{job.image}: image grid differs from the reference {job.reference}: "
                                     f"{'; '.join(problems)}.")
