@@ -34,8 +34,10 @@ from measure import gib, machine, timed
 
 from transseg.example import ExampleSettings, make_example_task
 from transseg.inference.inputs import input_cases, preprocess_input
+from transseg.inference.batch import default_batch_size
 from transseg.inference.trained_model import load_trained_model
-from transseg.inference.precision import autocast, autocast_dtype
+from transseg.inference.heap import keep_freed_memory
+from transseg.inference.precision import autocast, autocast_dtype, channels_last_decoder
 from transseg.inference.volume import InferenceSettings, tile_starts, window_batch
 from transseg.inference.window_spec import PAD_VALUE
 
@@ -58,6 +60,9 @@ def network_inputs(windows: torch.Tensor, spec, step: float) -> list[torch.Tenso
 def model_seconds(model, cases, device: torch.device, batch_size: int, precision: str = "fp32") -> tuple[float, int]:
     """Seconds of network forward + softmax over every tile of every window of every case; the window count."""
     dtype = autocast_dtype(precision, device)
+    if device.type == "cpu":             # as the Predictor sets its networks up (channels-last decoders in bf16)
+        for fold in model.folds:
+            channels_last_decoder(fold.model.network, dtype == torch.bfloat16)
     total, windows = 0.0, 0
     for case in cases:
         data, _ = preprocess_input(case, model.plans.data)
@@ -77,6 +82,16 @@ def model_seconds(model, cases, device: torch.device, batch_size: int, precision
                 total += time.perf_counter() - start
                 windows += batch.shape[0]
     return total, windows
+
+
+def warm_start(model_folder: Path) -> None:
+    """Page the checkpoints and torch's libraries in, so every run starts alike: this machine's memory
+    reclaim drops files idle for a while, and a cold start cost up to a minute more (a disk figure)."""
+    for checkpoint in sorted(model_folder.glob("fold_*/checkpoint_final.pt")):
+        with open(checkpoint, "rb") as stream:
+            while stream.read(2 ** 24):
+                pass
+    subprocess.run([sys.executable, "-c", "import transseg.inference.entrypoints"], check=True)
 
 
 def voxel_agreement(first: Path, second: Path) -> tuple[int, int]:
@@ -107,15 +122,17 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="transseg_predict_bench_"))
     roots = {kind: work / kind for kind in ("raw", "preprocessed", "results")}
     env = {**os.environ, **{f"TRANSSEG_{kind}": str(path) for kind, path in roots.items()}}
-    task = make_example_task(roots["raw"], ExampleSettings(task_id=77, name="Bench", num_training=2,
-                                                           num_test=args.cases, in_plane=tuple(args.size),
-                                                           slices=tuple(args.slices), spacing=(0.8, 0.8, 2.5)))
-    bin_folder = Path(sys.executable).parent
-    run([str(bin_folder / "transseg_plan_and_preprocess"), "-d", "77", "-np", "2", "--backbone", args.backbone,
-         "--min_resolution", "64", "--no_pretrained"], env)
-    run([str(bin_folder / "transseg_train"), "77", "all", "--steps", "1", "--batch_size", "2", "--device", args.device,
-         "--set", "training.loader_workers=0"], env)
     model_folder = roots["results"] / "Dataset077_Bench" / "plans"
+    task = roots["raw"] / "Task77_Bench"
+    bin_folder = Path(sys.executable).parent
+    if not (model_folder / "fold_all" / "checkpoint_final.pt").is_file():     # else: --workdir of an earlier run
+        task = make_example_task(roots["raw"], ExampleSettings(task_id=77, name="Bench", num_training=2,
+                                                               num_test=args.cases, in_plane=tuple(args.size),
+                                                               slices=tuple(args.slices), spacing=(0.8, 0.8, 2.5)))
+        run([str(bin_folder / "transseg_plan_and_preprocess"), "-d", "77", "-np", "2", "--backbone", args.backbone,
+             "--min_resolution", "64", "--no_pretrained"], env)
+        run([str(bin_folder / "transseg_train"), "77", "all", "--steps", "1", "--batch_size", "2", "--device",
+             args.device, "--set", "training.loader_workers=0"], env)
     output = work / "predictions"
     command = [str(bin_folder / "transseg_predict"), "-i", str(task / "imagesTs"), "-m", str(model_folder),
                "--device", args.device]
@@ -123,30 +140,35 @@ def main() -> None:
         command += ["--batch_size", str(args.batch_size)]
     precisions = args.precision
     configurations = [(f"--precision {p}", p, ["--precision", p]) for p in precisions]
-    if not args.memory_only:
+    if not args.memory_only and len(precisions) == 1:    # comparing precisions: those runs only
         configurations.append((f"--precision {precisions[0]} -npp 2 -nps 2", precisions[0],
                                ["--precision", precisions[0], "-npp", "2", "-nps", "2"]))
     repeats = 1 if args.memory_only else args.repeat
-    measured: dict[str, list[dict]] = {name: [] for name, _, _ in configurations}
-    for attempt in range(repeats):                   # alternate the configurations: drifting load hits both
-        for name, _, extra in configurations:
-            folder = output / f"{name.replace(' ', '_')}_{attempt}"
-            measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log",
-                                        interval=0.25, pss=False))
-    runs = {name: sorted(results, key=lambda r: r["seconds"])[len(results) // 2] for name, results in measured.items()}
-    spreads = {name: [round(r["seconds"], 1) for r in results] for name, results in measured.items()}
 
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()              # as transseg_predict does on a CPU
     model = load_trained_model(model_folder, device=device)
     cases = input_cases(task / "imagesTs", model.num_channels)
-    batch = args.batch_size or model.plans.training.batch_size_per_gpu
-    pure: dict[str, float] = {}
+    batch = args.batch_size or default_batch_size(model.plans, device)     # the batch transseg_predict uses
+    measured: dict[str, list[dict]] = {name: [] for name, _, _ in configurations}
+    passes: dict[str, list[float]] = {p: [] for p in ([] if args.memory_only else precisions)}
     windows = 0
-    for precision in ([] if args.memory_only else precisions):
-        passes = [model_seconds(model, cases, device, batch, precision) for _ in range(2)]
-        pure[precision], windows = float(np.mean([p[0] for p in passes])), passes[0][1]
-        print(f"model forward passes only, --precision {precision}: {pure[precision]:.2f} s, mean of "
-              f"{[round(p[0], 1) for p in passes]} ({pure[precision] / windows:.3f} s/window)")
+    for attempt in range(repeats):     # end-to-end runs and network passes alternate: drifting speed hits all
+        for name, _, extra in configurations:
+            folder = output / f"{name.replace(' ', '_')}_{attempt}"
+            warm_start(model_folder)
+            measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log",
+                                        interval=0.25, pss=False))
+        for precision in passes:
+            seconds, windows = model_seconds(model, cases, device, batch, precision)
+            passes[precision].append(seconds)
+    runs = {name: sorted(results, key=lambda r: r["seconds"])[len(results) // 2] for name, results in measured.items()}
+    spreads = {name: [round(r["seconds"], 1) for r in results] for name, results in measured.items()}
+    pure = {precision: float(np.median(seconds)) for precision, seconds in passes.items()}
+    for precision, seconds in passes.items():
+        print(f"model forward passes only, --precision {precision}: median {pure[precision]:.2f} s of "
+              f"{[round(s, 1) for s in seconds]} ({pure[precision] / windows:.3f} s/window)")
     largest = max(cases, key=lambda c: c.images[0].stat().st_size)
     data, properties = preprocess_input(largest, model.plans.data)
     original = int(np.prod(properties["geometry"]["size"])) * 2
@@ -158,7 +180,9 @@ def main() -> None:
           f"{list(data.shape)}, float16 probabilities {gib(probabilities)}")
     for name, precision, _ in configurations:
         run_ = runs[name]
-        ratio = f" = {run_['seconds'] / pure[precision]:.3f}x the model" if precision in pure else ""
+        ratio = (f" = {run_['seconds'] / pure[precision]:.3f}x the model (run by run "
+                 f"{[round(r['seconds'] / m, 3) for r, m in zip(measured[name], passes[precision])]})"
+                 if precision in pure else "")
         per_window = f", {run_['seconds'] / windows:.3f} s/window end to end" if windows else ""
         print(f"transseg_predict {name:32s}: median {run_['seconds']:.2f} s of {spreads[name]}{ratio}{per_window}; "
               f"peak tree RSS {gib(run_['peak_rss'])} (largest process {gib(run_['peak_single_rss'])})")

@@ -154,10 +154,11 @@ def test_the_chosen_fold_and_checkpoint_are_the_ones_loaded(trained_example, two
 
 def test_parts_split_the_input_disjointly_and_continue_per_part(trained_example, predicted, tmp_path, capsys):
     """--num_parts 2: the two parts write disjoint sets whose union is a single run's files, byte for byte
-    the same labels; --continue skips only the part's own finished cases."""
+    the same labels; --continue skips only the part's own finished cases. (With nothing in the background:
+    -npp 0 -nps 0 preprocess and write in the main thread.)"""
     images, output = str(trained_example.task / "imagesTs"), tmp_path / "out"
     command = ["-i", images, "-o", str(output), "-m", str(trained_example.model_folder), "--device", "cpu", "-npp", "0",
-               "--num_parts", "2"]
+               "-nps", "0", "--num_parts", "2"]
     written = []
     for part in (0, 1):
         before = set(p.name for p in output.glob("*.nii.gz")) if output.exists() else set()

@@ -7,6 +7,7 @@ fold, the effective plans and the ModelConfig), so that prediction needs nothing
 """
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -20,6 +21,7 @@ CHECKPOINT_FORMAT = "transseg-checkpoint"
 CHECKPOINT_VERSION = 1
 LATEST, BEST, FINAL = "checkpoint_latest.pt", "checkpoint_best.pt", "checkpoint_final.pt"
 CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL}
+FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")
 
 
 def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
@@ -30,8 +32,12 @@ def save_checkpoint(state: dict, path: Union[str, Path]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
-    """Read a checkpoint without unpickling code; a missing, truncated or foreign file is a clear error."""
+def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu", mapped: bool = False) -> dict:
+    """Read a checkpoint without unpickling code; a missing, truncated or foreign file is a clear error.
+
+    ``mapped``: memory-map the file, so that only the tensors used are read. Prediction uses it: it
+    needs the network, a third of a training checkpoint (the optimiser keeps two moments per weight;
+    BEiT-Base + UPerNet: 0.6 of 1.9 GB), and reading the rest cost up to 25 s from a cold disk."""
     path = Path(path)
     if not path.is_file():
         raise TranssegError(f"{path}: checkpoint not found.")
@@ -39,7 +45,7 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> dict:
         raise TranssegError(f"{path}: truncated or damaged checkpoint (not a complete torch archive, "
                             f"{path.stat().st_size} bytes); use another checkpoint or train again.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mapped)
     except Exception as error:   # torch raises RuntimeError/UnpicklingError/EOFError for damaged archives
         raise TranssegError(f"{path}: truncated or damaged checkpoint ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else 'unreadable'}).") from None
@@ -65,3 +71,13 @@ def checkpoint_file(fold_folder: Union[str, Path], which: str) -> Path:
     if which not in CHECKPOINT_NAMES:
         raise TranssegError(f"checkpoint '{which}' is not one of {sorted(CHECKPOINT_NAMES)}.")
     return Path(fold_folder) / CHECKPOINT_NAMES[which]
+
+
+def trained_folds(model_folder: Union[str, Path], which: str = "final") -> list[str]:
+    """Fold names ('0', ..., 'all') whose ``fold_X/`` holds checkpoint ``which``: numbers in order, 'all' last."""
+    folder = Path(model_folder)
+    if not folder.is_dir():
+        return []
+    folds = [m.group(1) for p in folder.iterdir() for m in [FOLD_FOLDER.match(p.name)]
+             if m and p.is_dir() and checkpoint_file(p, which).is_file()]
+    return sorted(folds, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Sequence, Union
 
 from . import __version__
-from .checkpoint import check_belongs, checkpoint_file, load_checkpoint
+from .checkpoint import check_belongs, checkpoint_file, load_checkpoint, trained_folds
 from .files import atomic_path, temporary_sibling
 from .paths import TranssegError
 from .planning.plans import load_plans
@@ -38,7 +38,6 @@ EXPORT_FORMAT = "transseg-model"
 EXPORT_VERSION = 1
 REQUIRED_FILES = ("plans.json", "dataset.json")
 OPTIONAL_FILES = ("postprocessing.json",)       # exported when the model folder has them
-_FOLD_FOLDER = re.compile(r"^fold_(\d+|all)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # dataset and plans names: one harmless path component
 _CHUNK = 1 << 20
 
@@ -49,12 +48,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _folds_with(folder: Path, checkpoint: str) -> list[str]:
-    found = [m.group(1) for p in folder.iterdir() for m in [_FOLD_FOLDER.match(p.name)]
-             if m and checkpoint_file(p, checkpoint).is_file()]
-    return sorted(found, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
 
 
 def _check_checkpoint(path: Path, shown: str, plans) -> None:
@@ -77,7 +70,7 @@ def export_model(folder: PathLike, output: PathLike, folds: Optional[Sequence[Un
         raise TranssegError(f"{folder}: not a trained model folder (no plans.json).")
     checkpoint_file(folder, checkpoint)                                 # refuses an unknown kind
     plans = load_plans(folder / "plans.json")
-    available = _folds_with(folder, checkpoint)
+    available = trained_folds(folder, checkpoint)
     chosen = [str(f) for f in folds] if folds else available
     missing = [f for f in chosen if f not in available]
     if missing or not chosen:

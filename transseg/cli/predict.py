@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-npp", "--num_preprocess", type=NON_NEGATIVE_INT, default=None,
                         help="background processes preprocessing the next cases (default: 2 with a GPU, 0 on a CPU, "
                              "whose cores the network keeps busy)")
-    parser.add_argument("-nps", "--num_export", type=POSITIVE_INT, default=None,
-                        help="background threads writing predictions (default: 2 with a GPU, 1 on a CPU)")
+    parser.add_argument("-nps", "--num_export", type=NON_NEGATIVE_INT, default=None,
+                        help="background threads writing predictions (default: 2 with a GPU, 1 on a CPU; 0: "
+                             "written by the main thread, between cases)")
     parser.add_argument("--batch_size", type=POSITIVE_INT,
                         help="windows per forward pass (default: from the memory model on a GPU, 4 on a CPU)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),

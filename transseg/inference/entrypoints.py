@@ -11,6 +11,7 @@ from ..devices import resolve_device
 from ..model_export import opened_model
 from ..paths import TranssegError, get_root
 from ..postprocessing import load_postprocessing
+from .heap import keep_freed_memory
 from .in_memory import Predictor
 from .inputs import input_cases, part_of
 from .predictor import PredictionReport, PredictionSettings, predict_cases
@@ -56,6 +57,8 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
         folder = find_model_folder(_results_root(options.results_root), options.dataset, options.plans_name,
                                    working_folder=Path(os.getcwd()))
     device = resolve_device(options.device)
+    if device.type == "cpu":
+        keep_freed_memory()                    # each forward pass reuses the last one's pages (see heap)
     with opened_model(folder) as model_folder:
         model = load_trained_model(model_folder, options.folds, options.checkpoint, device)
         rules = load_postprocessing(model_folder) if options.settings.postprocessing else None

@@ -27,7 +27,7 @@ from ..postprocessing import PostprocessingRules, load_postprocessing
 from ..preprocessing import preprocess_arrays
 from .batch import default_batch_size
 from .case import CasePrediction, final_labels, predict_case
-from .precision import set_cpu_threads
+from .precision import channels_last_decoder, set_cpu_threads
 from .trained_model import TrainedModel, load_trained_model
 from .volume import InferenceSettings, VolumeModel
 
@@ -100,12 +100,15 @@ class Predictor:
         """``compile``: torch.compile each fold's network (minutes of warm-up; documentation/inference.md, CPU only)."""
         if device.type == "cpu":
             set_cpu_threads()
+        batch = batch_size or default_batch_size(model.plans, device)
+        settings = replace(InferenceSettings.on(device, batch, tta, precision), **options)
+        if device.type == "cpu":          # channels-last decoders: faster in bf16 there, slower in fp32 (precision)
+            for fold in model.folds:
+                channels_last_decoder(fold.model.network, settings.autocast == torch.bfloat16)
         if compile:
             for fold in model.folds:
                 fold.model = replace(fold.model, network=torch.compile(fold.model.network))
-        batch = batch_size or default_batch_size(model.plans, device)
-        return cls(model, device, replace(InferenceSettings.on(device, batch, tta, precision), **options),
-                   postprocessing)
+        return cls(model, device, settings, postprocessing)
 
     @property
     def models(self) -> list[VolumeModel]:

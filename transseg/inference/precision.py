@@ -118,8 +118,10 @@ def set_cpu_threads(threads: Optional[int] = None) -> int:
 def channels_last_decoder(network: torch.nn.Module, enable: bool = True) -> torch.nn.Module:
     """Put the 2D decoder (neck and UPerNet head) in channels-last memory format, or back.
 
-    oneDNN's CPU convolutions run faster on NHWC tensors; the encoder (attention over tokens) is
-    unaffected. Weights keep their values: only their memory layout changes.
+    The Predictor does it for bf16 on a CPU, where oneDNN's convolutions are faster on NHWC tensors;
+    measured on a 2-core AVX512-BF16 EPYC, idle, batch 4: ViT-Base 512² 15.4 -> 13.3 s and ViT-Tiny
+    160 x 144 3.05 -> 2.78 s per forward pass. In fp32 it is not used: ViT-Base 512² went 28.3 ->
+    34.1 s (ViT-Tiny gained, 4.07 -> 3.49 s). Weights keep their values: only their memory layout changes.
     """
     memory_format = torch.channels_last if enable else torch.contiguous_format
     for part in (getattr(network, "neck", None), getattr(network, "head", None)):

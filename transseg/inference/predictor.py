@@ -4,9 +4,9 @@ Each case: preprocess -> every fold's windows (``Predictor.predict_preprocessed`
 scan's own geometry (``case.export_case``, which writes ``case.final_labels``). Three kinds of work
 overlap: ``num_preprocess`` worker processes read and preprocess the next cases (preprocessing's
 own ``preprocess_case``), the main thread runs the networks (and, streaming, turns each chunk of
-slices into classes: see ``case``), and ``num_export`` threads restore and write finished cases
-(preprocessing's own inverse). Queues are bounded, so at most a few cases are in
-memory at once. Each output appears complete or not at all; a failing case is reported by name
+slices into classes: see ``case``), and ``num_export`` threads (0: the main thread, between cases)
+restore and write finished cases (preprocessing's own inverse). Queues are bounded, so at most a
+few cases are in memory at once. Each output appears complete or not at all; a failing case is reported by name
 while the others finish.
 """
 from __future__ import annotations
@@ -56,7 +56,17 @@ def background_workers(settings: PredictionSettings, device: torch.device) -> tu
     default = (2, 2) if device.type == "cuda" else (0, 1)
     preprocess = default[0] if settings.num_preprocess is None else settings.num_preprocess
     export = default[1] if settings.num_export is None else settings.num_export
-    return preprocess, max(1, export)
+    return preprocess, export
+
+
+def _done_now(function, *args) -> Future:
+    """``function(*args)`` run here and now, as a finished Future (export without a background thread)."""
+    future: Future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:   # noqa: BLE001 -- reported per case, like a background export's failure
+        future.set_exception(error)
+    return future
 
 
 @dataclass
@@ -156,7 +166,8 @@ def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
         logger.info("%d case(s) already predicted in %s; skipped (--continue).", len(report.skipped), output)
     num_preprocess, num_export = background_workers(settings, predictor.device)
     preprocessing = _CasePreprocessing(todo, predictor.model.plans.data, num_preprocess)
-    exporters = ThreadPoolExecutor(num_export)
+    exporters = ThreadPoolExecutor(num_export) if num_export else None
+    submit_export = exporters.submit if exporters else _done_now
     pending_exports: deque[tuple[CaseFiles, Future]] = deque()
     overall = tqdm(total=len(todo), desc="predicting", unit="case", disable=not todo)
 
@@ -190,14 +201,15 @@ def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
                 failed(case, problem)
                 overall.update()
                 continue
-            while len(pending_exports) >= num_export:
+            while len(pending_exports) >= max(1, num_export):
                 collect_export(*pending_exports.popleft())
-            pending_exports.append((case, exporters.submit(export_case, prediction, output / output_name(case),
+            pending_exports.append((case, submit_export(export_case, prediction, output / output_name(case),
                                                            settings.save_probabilities)))
         while pending_exports:
             collect_export(*pending_exports.popleft())
     finally:
         preprocessing.close()
-        exporters.shutdown(wait=True)
+        if exporters:
+            exporters.shutdown(wait=True)
         overall.close()
     return report
