@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -81,3 +81,14 @@ def trained_folds(model_folder: Union[str, Path], which: str = "final") -> list[
     folds = [m.group(1) for p in folder.iterdir() for m in [FOLD_FOLDER.match(p.name)]
              if m and p.is_dir() and checkpoint_file(p, which).is_file()]
     return sorted(folds, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
+
+
+def chosen_folds(model_folder: Union[str, Path], folds: Optional[Sequence[Union[int, str]]], which: str) -> list[str]:
+    """``folds`` (default: every fold with checkpoint ``which``), refused naming those that lack it."""
+    available = trained_folds(model_folder, which)
+    chosen = [str(f) for f in folds] if folds else available
+    missing = [f for f in chosen if f not in available]
+    if missing or not chosen:
+        raise TranssegError(f"{model_folder}: no checkpoint_{which}.pt for fold(s) {missing or 'any'}; "
+                            f"folds with one: {available or 'none'}.")
+    return chosen

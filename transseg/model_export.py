@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Sequence, Union
 
 from . import __version__
-from .checkpoint import check_belongs, checkpoint_file, load_checkpoint, trained_folds
+from .checkpoint import check_belongs, checkpoint_file, chosen_folds, load_checkpoint
 from .files import atomic_path, temporary_sibling
 from .paths import TranssegError
 from .planning.plans import load_plans
@@ -53,7 +53,7 @@ def _sha256(path: Path) -> str:
 def _check_checkpoint(path: Path, shown: str, plans) -> None:
     """Loads with weights_only=True and belongs to ``plans``; refused naming ``shown``."""
     try:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, mapped=True)     # the tensors' bytes are checked by sha256, not here
         check_belongs(state, path, plans.dataset_name, plans.plans_name, plans.content_hash())
     except TranssegError as error:
         reason = str(error).removeprefix(f"{path}: ")
@@ -70,12 +70,7 @@ def export_model(folder: PathLike, output: PathLike, folds: Optional[Sequence[Un
         raise TranssegError(f"{folder}: not a trained model folder (no plans.json).")
     checkpoint_file(folder, checkpoint)                                 # refuses an unknown kind
     plans = load_plans(folder / "plans.json")
-    available = trained_folds(folder, checkpoint)
-    chosen = [str(f) for f in folds] if folds else available
-    missing = [f for f in chosen if f not in available]
-    if missing or not chosen:
-        raise TranssegError(f"{folder}: no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'}; "
-                            f"folds with one: {available or 'none'}.")
+    chosen = chosen_folds(folder, folds, checkpoint)
     members = {}
     for name in REQUIRED_FILES + OPTIONAL_FILES:
         if (folder / name).is_file():

@@ -14,7 +14,7 @@ import json
 import logging
 import zipfile
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -61,8 +61,9 @@ def _check_common_grid(paths: Sequence[Path], properties: Sequence[dict]) -> Non
                 f"(spacing and resolution may differ).")
 
 
-def ensemble_case(paths: Sequence[PathLike], output: PathLike) -> Path:
-    """Average the members' probabilities on the common cropped grid and write the label file ``output``."""
+def ensemble_case(paths: Sequence[PathLike], output: PathLike, case: Optional[str] = None) -> Path:
+    """Average the members' probabilities on the common cropped grid and write the label file ``output``
+    (with ``case``: into the folder ``output``, named by :func:`output_name`)."""
     paths = [Path(p) for p in paths]
     members = [read_probabilities(p) for p in paths]
     _check_common_grid(paths, [properties for _, properties in members])
@@ -80,6 +81,8 @@ def ensemble_case(paths: Sequence[PathLike], output: PathLike) -> Path:
             yield index, total / len(members)
 
     classes = argmax_of_resampled(mean_scores(), shape, smallest_unsigned(num_classes - 1))
+    if case is not None:
+        output = Path(output) / output_name(properties, case)
     return write_restored(restore_cropped_classes(classes, properties), properties, output)
 
 
@@ -111,7 +114,5 @@ def ensemble_folders(inputs: Sequence[PathLike], output: PathLike, cases: Sequen
     Path(output).mkdir(parents=True, exist_ok=True)
     written = []
     for case in tqdm(wanted, desc="ensembling", unit="case", disable=None):
-        _, properties = read_probabilities(inputs[0] / f"{case}.npz")
-        written.append(ensemble_case([folder / f"{case}.npz" for folder in inputs],
-                                     Path(output) / output_name(properties, case)))
+        written.append(ensemble_case([folder / f"{case}.npz" for folder in inputs], output, case))
     return written

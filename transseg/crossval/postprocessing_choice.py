@@ -7,7 +7,7 @@ classes for (a), its own class for (b). Means are over every validation case of 
 (per class), then over the classes, as in summary.json.
 
 Each case is read once; the baseline Dice comes from the fold summaries, and a class's Dice is
-computed again (``transseg.evaluation.binary_metrics``) only where a step changed its mask.
+computed again (``evaluation.metrics.dice_score``, binary_metrics' Dice) only where a step changed its mask.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.evaluate import class_key, read_label_pair
-from ..evaluation.metrics import binary_metrics
+from ..evaluation.metrics import dice_score
 from ..parallel import raise_on_failures, run_cases
 from ..postprocessing import PostprocessingRules, remove_all_but_largest
 from .results import Entry
@@ -33,27 +33,25 @@ class _CaseJob:
     baseline: dict[int, float]          # label value -> Dice of the prediction as it is
 
 
-def _dice_after(reference: np.ndarray, before: np.ndarray, after: np.ndarray, value: int, spacing,
-                known: float) -> float:
+def _dice_after(reference: np.ndarray, before: np.ndarray, after: np.ndarray, value: int, known: float) -> float:
     """Dice of class ``value`` in ``after``; ``known`` (its Dice in ``before``) when the mask did not change."""
     mask = after == value
     if np.array_equal(mask, before == value):
         return known
-    return binary_metrics(reference == value, mask, spacing)["dice"]
+    return dice_score(reference == value, mask)
 
 
 def _measure_case(job: _CaseJob) -> dict:
     """Dice per class: as is, after (a), after (b) alone, and after (a) then (b)."""
-    reference, prediction, geometry = read_label_pair(job.reference, job.prediction)
-    spacing = geometry.spacing_zyx
+    reference, prediction, _ = read_label_pair(job.reference, job.prediction)
     after_a = remove_all_but_largest(prediction)
-    dice_a = {v: _dice_after(reference, prediction, after_a, v, spacing, d) for v, d in job.baseline.items()}
+    dice_a = {v: _dice_after(reference, prediction, after_a, v, d) for v, d in job.baseline.items()}
     dice_b, dice_ab = {}, {}
     for value, dice in job.baseline.items():
         dice_b[value] = _dice_after(reference, prediction, remove_all_but_largest(prediction, [value]), value,
-                                    spacing, dice)
+                                    dice)
         dice_ab[value] = _dice_after(reference, after_a, remove_all_but_largest(after_a, [value]), value,
-                                     spacing, dice_a[value])
+                                     dice_a[value])
     return {"a": dice_a, "b": dice_b, "ab": dice_ab}
 
 

@@ -35,9 +35,6 @@ class FoldResult:
     def cases(self) -> list[str]:
         return sorted(self.summary["cases"])
 
-    def prediction(self, case: str) -> Path:
-        return Path(self.summary["cases"][case]["prediction"])
-
     def reference(self, case: str) -> Path:
         return Path(self.summary["cases"][case]["reference"])
 

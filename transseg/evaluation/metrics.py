@@ -90,6 +90,13 @@ def nsd_from_distances(to_reference: np.ndarray, to_prediction: np.ndarray, tole
     return float(within / (to_reference.size + to_prediction.size))
 
 
+def dice_score(reference: np.ndarray, prediction: np.ndarray) -> float:
+    """Dice of two boolean masks with :func:`binary_metrics`' conventions (both empty: 1, one empty: 0),
+    without the surface distances that function also computes."""
+    total = int(np.count_nonzero(reference)) + int(np.count_nonzero(prediction))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(reference & prediction)) / total
+
+
 def binary_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
                    tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict[str, float]:
     """Dice, IoU, HD95 (mm) and NSD of two boolean masks on one grid with ``spacing`` (array order).

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..devices import resolve_device
-from ..model_export import opened_model
 from ..paths import TranssegError, get_root
-from ..postprocessing import load_postprocessing
 from .heap import keep_freed_memory
 from .in_memory import Predictor
 from .inputs import input_cases, part_of
 from .predictor import PredictionReport, PredictionSettings, predict_cases
 from .precision import precision_name
-from .trained_model import find_model_folder, load_trained_model
+from .trained_model import find_model_folder
 from .volume import tta_flips
 
 logger = logging.getLogger(__name__)
@@ -59,14 +57,13 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
     device = resolve_device(options.device)
     if device.type == "cpu":
         keep_freed_memory()                    # each forward pass reuses the last one's pages (see heap)
-    with opened_model(folder) as model_folder:
-        model = load_trained_model(model_folder, options.folds, options.checkpoint, device)
-        rules = load_postprocessing(model_folder) if options.settings.postprocessing else None
     settings = options.settings
-    predictor = Predictor.from_trained_model(model, device, tta=settings.tta, precision=settings.precision,
-                                             batch_size=settings.batch_size, compile=settings.compile,
-                                             tta_slice_flip=settings.tta_slice_flip,
-                                             tile_weighting=settings.tile_weighting, postprocessing=rules)
+    predictor = Predictor.from_model_folder(folder, options.folds, options.checkpoint, device, tta=settings.tta,
+                                            precision=settings.precision, batch_size=settings.batch_size,
+                                            postprocessing=settings.postprocessing, compile=settings.compile,
+                                            tta_slice_flip=settings.tta_slice_flip,
+                                            tile_weighting=settings.tile_weighting)
+    model, rules = predictor.model, predictor.postprocessing
     if rules is not None:
         logger.info("Post-processing from %s: %s.", folder, "none chosen" if rules.is_identity else
                     ", ".join(["largest foreground component"] * rules.largest_foreground_component

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, load_checkpoint, trained_folds
+from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, chosen_folds, load_checkpoint, trained_folds
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError, canonical_dataset_name, parse_dataset_folder_name
 from ..planning.plans import Plans, load_plans
@@ -118,17 +118,12 @@ def load_trained_model(folder: Path, folds: Optional[Sequence[str]] = None, chec
         raise TranssegError(f"{folder}: not a trained model folder (no plans.json); expected "
                             f"<results>/DatasetXXX_Name/<plans_name>.")
     plans = load_plans(plans_file)
-    available = trained_folds(folder, checkpoint)
-    chosen = [str(f) for f in folds] if folds else available
-    missing = [f for f in chosen if f not in available]
-    if missing or not chosen:
-        raise TranssegError(f"{folder}: no checkpoint_{checkpoint}.pt for fold(s) {missing or 'any'}; "
-                            f"folds with one: {available or 'none'}.")
-    model = TrainedModel(folder, plans)
+    chosen = chosen_folds(folder, folds, checkpoint)
+    model, plans_hash = TrainedModel(folder, plans), plans.content_hash()
     for fold in chosen:
         path = checkpoint_file(folder / f"fold_{fold}", checkpoint)
         state = load_checkpoint(path, mapped=True)
-        check_belongs(state, path, plans.dataset_name, plans.plans_name, plans.content_hash())
+        check_belongs(state, path, plans.dataset_name, plans.plans_name, plans_hash)
         network = _fold_network(state, device, model.folds[-1] if model.folds else None)
         model.folds.append(FoldModel(fold, path, int(state["step"]), network, state["model_config"]))
     return model

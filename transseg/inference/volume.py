@@ -10,6 +10,7 @@ per class.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -68,6 +69,7 @@ def tta_flips(settings: InferenceSettings) -> tuple[tuple[int, ...], ...]:
     return TTA_FLIPS + tuple((SLICE_FLIP, *dims) for dims in TTA_FLIPS) if settings.tta_slice_flip else TTA_FLIPS
 
 
+@functools.lru_cache(maxsize=16)          # the same few tile shapes for every chunk; callers never write to it
 def tile_weights(height: int, width: int, kind: str, device: torch.device) -> torch.Tensor:
     """(H, W) weight of each pixel of a tile: 1 ('uniform'), or a Gaussian with sigma 1/8 of the tile side,
     as nnU-Net weights sliding windows ('gaussian'): tile borders, which see less context, count less."""

@@ -180,7 +180,7 @@ def run_training(options: TrainOptions) -> Path:
             if options.final_validation and setup.val_ids and not final_validation_done(setup.fold_folder):
                 logger.info("%s: trained, but its final validation is missing; doing it now from %s.",
                             setup.fold_folder, FINAL)
-                _validate_from(load_checkpoint(setup.fold_folder / FINAL), setup, context, options)
+                _validate_from(load_checkpoint(setup.fold_folder / FINAL, mapped=True), setup, context, options)
             else:
                 logger.info("%s: this fold has finished (%s); nothing to continue.", setup.fold_folder, FINAL)
             return setup.fold_folder

@@ -28,10 +28,6 @@ class LossParts:
     dice: torch.Tensor
     focal: torch.Tensor
 
-    def detached(self) -> dict[str, float]:
-        return {"loss": float(self.total.detach()), "dice_loss": float(self.dice.detach()),
-                "focal_loss": float(self.focal.detach())}
-
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, *spatial) class indices -> (B, num_classes, *spatial) float."""
