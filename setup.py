@@ -31,7 +31,7 @@ setup(
             "transseg_plan_experiment=transseg.cli.plan_experiment:main",
             "transseg_preprocess=transseg.cli.preprocess:main",
             "transseg_train=transseg.cli.train:main",
-            "transseg_predict=transseg.cli.predict:main",
+            "transseg_predict=transseg.cli.predict:console",
             "transseg_export_model=transseg.cli.export_model:main",
             "transseg_install_model=transseg.cli.install_model:main",
             "transseg_evaluate=transseg.cli.evaluate:main",

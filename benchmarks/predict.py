@@ -1,4 +1,4 @@
-"""transseg_predict end to end against the pure forward passes over the same windows (target <= 1.15x).
+"""transseg_predict end to end against the pure forward passes over the same windows (target <= 1.10x).
 
 Builds the example task with larger test cases, plans and preprocesses it for a backbone, trains
 fold 'all' for one step (the weights do not change the cost), then:
@@ -7,6 +7,10 @@ fold 'all' for one step (the weights do not change the cost), then:
   peak memory of its process tree (preprocessing workers and export threads included);
 - model only: the same cases preprocessed beforehand (untimed), every window batch built beforehand
   (untimed), and only ``network(windows)`` + softmax timed, batch by batch as the predictor runs them.
+
+Each end-to-end run is split with the times the command logs: loading the model, the cases (first
+read to last write), and the rest, which is starting Python, importing torch and timm, and exiting:
+a fixed cost per command, which a run over many cases spreads thin.
 
     python benchmarks/predict.py [--cases 8] [--size 160 144] [--slices 60 90] [--device cpu]
     python benchmarks/predict.py --precision fp32 bf16                      # CPU precision, ViT-Tiny
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -94,6 +99,13 @@ def warm_start(model_folder: Path) -> None:
     subprocess.run([sys.executable, "-c", "import transseg.inference.entrypoints"], check=True)
 
 
+def logged_seconds(log: Path) -> dict[str, float]:
+    """The model loading and case seconds that transseg_predict logged."""
+    text = log.read_text()
+    return {"model": float(re.search(r"loaded in ([0-9.]+) s", text).group(1)),
+            "cases": float(re.search(r"Predicted .* in ([0-9.]+) s\.", text).group(1))}
+
+
 def voxel_agreement(first: Path, second: Path) -> tuple[int, int]:
     """Voxels with the same label in two folders of predictions, and the voxel count."""
     import SimpleITK as sitk
@@ -118,6 +130,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, help="transseg_predict --batch_size (default: its own)")
     parser.add_argument("--memory_only", action="store_true",
                         help="one end-to-end run for its peak memory; no model-only pass, no -npp 2 run")
+    parser.add_argument("--defaults_only", action="store_true", help="no extra -npp 2 -nps 2 run")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="transseg_predict_bench_"))
     roots = {kind: work / kind for kind in ("raw", "preprocessed", "results")}
@@ -140,7 +153,7 @@ def main() -> None:
         command += ["--batch_size", str(args.batch_size)]
     precisions = args.precision
     configurations = [(f"--precision {p}", p, ["--precision", p]) for p in precisions]
-    if not args.memory_only and len(precisions) == 1:    # comparing precisions: those runs only
+    if not (args.memory_only or args.defaults_only) and len(precisions) == 1:    # comparing precisions: those runs only
         configurations.append((f"--precision {precisions[0]} -npp 2 -nps 2", precisions[0],
                                ["--precision", precisions[0], "-npp", "2", "-nps", "2"]))
     repeats = 1 if args.memory_only else args.repeat
@@ -160,6 +173,7 @@ def main() -> None:
             warm_start(model_folder)
             measured[name].append(timed([*command, "-o", str(folder), *extra], env, work / "predict.log",
                                         interval=0.25, pss=False))
+            measured[name][-1].update(logged_seconds(work / "predict.log"))
         for precision in passes:
             seconds, windows = model_seconds(model, cases, device, batch, precision)
             passes[precision].append(seconds)
@@ -186,6 +200,11 @@ def main() -> None:
         per_window = f", {run_['seconds'] / windows:.3f} s/window end to end" if windows else ""
         print(f"transseg_predict {name:32s}: median {run_['seconds']:.2f} s of {spreads[name]}{ratio}{per_window}; "
               f"peak tree RSS {gib(run_['peak_rss'])} (largest process {gib(run_['peak_single_rss'])})")
+        cases_ratio = f" = {run_['cases'] / pure[precision]:.3f}x the model" if precision in pure else ""
+        fixed = [round(r["seconds"] - r["model"] - r["cases"], 1) for r in measured[name]]
+        print(f"    of which: Python start-up, imports and exit {fixed[len(fixed) // 2]:.1f} s, loading the model "
+              f"{run_['model']:.2f} s, the cases {run_['cases']:.2f} s{cases_ratio} (runs: start-up and exit "
+              f"{fixed}, cases {[round(r['cases'], 1) for r in measured[name]]})")
     if "fp32" in precisions and "bf16" in precisions:
         same, total = voxel_agreement(output / "--precision_fp32_0", output / "--precision_bf16_0")
         speed = runs["--precision fp32"]["seconds"] / runs["--precision bf16"]["seconds"]

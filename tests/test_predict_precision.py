@@ -4,6 +4,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from transseg import devices
 from transseg.cli.predict import main as predict
 from transseg.evaluation import evaluate_folder
 from transseg.inference import precision
@@ -107,11 +108,11 @@ def test_channels_last_changes_the_layout_not_the_result():
 
 
 def test_threads_follow_the_cpus_this_process_may_use(monkeypatch):
-    monkeypatch.setattr(precision.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
-    monkeypatch.setattr(precision, "_cgroup_cpu_limit", lambda: None)
-    assert precision.usable_cpus() == 6
-    monkeypatch.setattr(precision, "_cgroup_cpu_limit", lambda: 2.0)           # docker --cpus 2 on that machine
-    assert precision.usable_cpus() == 2
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(devices, "cgroup_cpu_limit", lambda: None)
+    assert devices.usable_cpus() == 6
+    monkeypatch.setattr(devices, "cgroup_cpu_limit", lambda: 2.0)             # docker --cpus 2 on that machine
+    assert devices.usable_cpus() == 2
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -124,9 +125,9 @@ def test_threads_follow_the_cpus_this_process_may_use(monkeypatch):
 
 def test_cgroup_quota_is_read(tmp_path):
     (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert precision._cgroup_cpu_limit(tmp_path) == 1.5
+    assert devices.cgroup_cpu_limit(tmp_path) == 1.5
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert precision._cgroup_cpu_limit(tmp_path) is None
+    assert devices.cgroup_cpu_limit(tmp_path) is None
 
 
 def test_compile_and_threads_reach_every_fold(tmp_path, monkeypatch):

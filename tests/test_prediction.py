@@ -1,6 +1,7 @@
 """transseg_predict: the card's call, folds, TTA, probabilities, failures, crash safety, exact geometry."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,6 +70,7 @@ def test_the_cards_call_inside_a_task_folder(trained_example, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Dataset taken from" in result.stderr and "Dataset099_Example" in result.stderr
     assert "fold(s) 0, checkpoint_final" in result.stderr
+    assert re.search(r"Predicted 3 case\(s\), skipped 0, failed 0, in [0-9.]+ s\.\n$", result.stderr)  # the last line
     assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == sorted(
         p.name for p in (trained_example.task / "imagesTs").glob("*.nii.gz"))
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import transseg.checkpoint as checkpoint_module
+from transseg import devices
 from transseg.checkpoint import load_checkpoint, save_checkpoint
 from transseg.preprocessing import save_case
 from transseg.training.distributed import DistributedContext, init_distributed
@@ -144,9 +145,12 @@ def test_the_process_group_gets_the_timeout_and_workers_follow_the_ranks_of_this
     assert joined == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
     assert (context.rank, context.world_size, context.local_rank, context.local_world_size) == (11, 16, 3, 8)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(devices, "cgroup_cpu_limit", lambda: None)         # a CI container's quota aside
     fake = SimpleNamespace(setup=SimpleNamespace(plans=SimpleNamespace(training=SimpleNamespace(loader_workers=None))),
                            context=context)
     assert Trainer.loader_workers(fake) == 7
+    monkeypatch.setattr(devices, "cgroup_cpu_limit", lambda: 24.0)         # docker --cpus 24 on that node
+    assert Trainer.loader_workers(fake) == 2                               # 24 / 8 - 1, not 64 / 8 - 1
 
 
 # ------------------------------------------------------------------------------------- atomic checkpoints

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import NON_NEGATIVE_INT, POSITIVE_INT, add_root_arguments, add_verbosity, run_cli
+from .common import NON_NEGATIVE_INT, POSITIVE_INT, add_root_arguments, add_verbosity, exit_without_teardown, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       results_root=args.results_root, num_parts=args.num_parts,
                                       part_id=args.part_id))
 
-    return run_cli(body, build_parser(), argv)
+    return run_cli(body, build_parser(), argv, imports=["transseg.inference.entrypoints"])
 
+
+console = exit_without_teardown(main)      # the transseg_predict script
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

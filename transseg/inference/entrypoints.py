@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -58,6 +59,7 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
     if device.type == "cpu":
         keep_freed_memory()                    # each forward pass reuses the last one's pages (see heap)
     settings = options.settings
+    start = time.perf_counter()
     predictor = Predictor.from_model_folder(folder, options.folds, options.checkpoint, device, tta=settings.tta,
                                             precision=settings.precision, batch_size=settings.batch_size,
                                             postprocessing=settings.postprocessing, compile=settings.compile,
@@ -68,11 +70,11 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
         logger.info("Post-processing from %s: %s.", folder, "none chosen" if rules.is_identity else
                     ", ".join(["largest foreground component"] * rules.largest_foreground_component
                               + [f"largest component of label {v}" for v in rules.largest_component_labels]))
-    logger.info("Model %s: fold(s) %s, checkpoint_%s (steps %s), on %s, %s, batch %d%s.", folder,
+    logger.info("Model %s: fold(s) %s, checkpoint_%s (steps %s), on %s, %s, batch %d%s; loaded in %.1f s.", folder,
                 ", ".join(f.fold for f in model.folds), options.checkpoint,
                 ", ".join(str(f.step) for f in model.folds), device, precision_name(predictor.settings.autocast),
                 predictor.settings.batch_size, f", with {len(tta_flips(predictor.settings))} test-time flips"
-                if settings.tta else "")
+                if settings.tta else "", time.perf_counter() - start)
     cases = input_cases(Path(options.input), model.num_channels)
     if options.num_parts > 1:
         everything = len(cases)
@@ -80,8 +82,8 @@ def run_prediction(options: PredictOptions) -> PredictionReport:
         logger.info("Part %d of %d: %d of the %d case(s).", options.part_id, options.num_parts, len(cases), everything)
     logger.info("%d case(s) from %s -> %s", len(cases), options.input, options.output)
     report = predict_cases(predictor, cases, Path(options.output), settings)
-    logger.info("Predicted %d case(s), skipped %d, failed %d.", len(report.written), len(report.skipped),
-                len(report.failed))
+    logger.info("Predicted %d case(s), skipped %d, failed %d, in %.2f s.", len(report.written), len(report.skipped),
+                len(report.failed), report.seconds)
     if report.failed:
         lines = "\n".join(f"  {name}: {error}" for name, error in report.failed.items())
         raise TranssegError(f"prediction failed for {len(report.failed)} of {len(cases)} case(s):\n{lines}")

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ..devices import usable_cpus
 from ..paths import TranssegError
 
 logger = logging.getLogger(__name__)
@@ -73,33 +74,6 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
-    """CPUs a container's quota allows (``docker --cpus``, Kubernetes limits); None without a quota."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]                         # cgroup v2
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())                        # cgroup v1
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError):
-        return None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (taskset, SLURM), capped by a container's CPU quota."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:                       # not on Linux
-        cpus = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    if limit is not None:
-        cpus = min(cpus, max(1, int(limit + 0.5)))
-    return max(1, cpus)
 
 
 def set_cpu_threads(threads: Optional[int] = None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 import traceback
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -74,6 +75,7 @@ class PredictionReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0               # from the first case read to the last output written
 
 
 def _describe(error: BaseException) -> str:
@@ -152,6 +154,7 @@ def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
 
     Of ``settings`` this loop uses save_probabilities, resume and the worker counts; the predictor
     carries the folds, device, batch, precision and TTA."""
+    start = time.perf_counter()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
@@ -212,4 +215,5 @@ def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
         if exporters:
             exporters.shutdown(wait=True)
         overall.close()
+    report.seconds = time.perf_counter() - start
     return report

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..devices import resolve_device
-from ..inference.precision import usable_cpus
+from ..devices import usable_cpus
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ and a thousand cases would otherwise pass the usual limit of 1,024 open files pe
 """
 from __future__ import annotations
 
-import os
 import signal
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..devices import usable_cpus
 from ..inference.window_spec import WindowSpec
 from ..planning.plans import AugmentationPlan
 from ..preprocessing import load_case, load_properties
@@ -124,10 +124,11 @@ def default_workers(local_world_size: int = 1) -> int:
     """The CPUs of this node shared out over its ranks, at most 8 each (0 = load in the main process).
 
     ``local_world_size`` is the number of ranks on this node (LOCAL_WORLD_SIZE), not the global
-    world size: 2 nodes of 8 GPUs give each rank an eighth of its node's CPUs, not a sixteenth.
+    world size: 2 nodes of 8 GPUs give each rank an eighth of its node's CPUs, not a sixteenth. The CPUs
+    are those the process may use (affinity, container quota): ``docker --cpus 4`` on a 64-core host
+    means 4.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus // max(1, local_world_size) - 1))
+    return max(0, min(8, usable_cpus() // max(1, local_world_size) - 1))
 
 
 def make_loader(batches: WindowBatches, workers: int, pin_memory: bool = False) -> DataLoader:
