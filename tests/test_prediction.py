@@ -154,6 +154,24 @@ def test_the_chosen_fold_and_checkpoint_are_the_ones_loaded(trained_example, two
     assert "no checkpoint_final.pt for fold(s) ['3']" in capsys.readouterr().err
 
 
+def test_a_diverged_checkpoint_is_refused_naming_file_and_weight(trained_example, two_folds, tmp_path, capsys):
+    """NaN weights (a training run that diverged) would arg-max into a plausible-looking label map."""
+    from transseg.checkpoint import load_checkpoint, save_checkpoint
+    folder = tmp_path / "model"
+    shutil.copytree(two_folds, folder, ignore=shutil.ignore_patterns("fold_1"))
+    state = load_checkpoint(folder / "fold_0" / "checkpoint_final.pt")
+    name = next(n for n, v in state["model"].items() if v.is_floating_point() and "running_" not in n)
+    state["model"][name] = state["model"][name].clone()
+    state["model"][name].view(-1)[0] = float("nan")
+    save_checkpoint(state, folder / "fold_0" / "checkpoint_final.pt")
+    output = tmp_path / "out"
+    assert predict(["-i", str(trained_example.task / "imagesTs"), "-o", str(output), "-m", str(folder),
+                    "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"fold_0/checkpoint_final.pt: 1 weight tensor(s) hold NaN or infinity (first: {name})" in err
+    assert not output.exists() or not list(output.iterdir())
+
+
 def test_parts_split_the_input_disjointly_and_continue_per_part(trained_example, predicted, tmp_path, capsys):
     """--num_parts 2: the two parts write disjoint sets whose union is a single run's files, byte for byte
     the same labels; --continue skips only the part's own finished cases. (With nothing in the background:

@@ -1,6 +1,8 @@
 """A fold's life beyond one clean run: --overwrite, --val, --c after a cut final validation, ranks sharing it."""
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from conftest import root_flags
 from transseg.cli.train import main as train
 from transseg.paths import TranssegError
-from transseg.training.distributed import launch_local
+from transseg.training.distributed import _free_port, launch_local
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,3 +95,27 @@ def test_two_ranks_share_the_final_validation_within_a_short_timeout(trained_exa
                "--set", "training.distributed_timeout_minutes=0.2", *root_flags(roots, "preprocessed", "results")]
     assert launch_local(2, command) == 0
     assert set(_summary(fold)["cases"]) == {"example_003", "example_004"}
+
+
+def test_a_case_failing_on_one_rank_ends_every_rank_at_once_naming_it(trained_example, tmp_path):
+    """Two ranks that no launcher stops when one fails (srun without --kill-on-bad-exit), a 5-minute
+    timeout: both must end, each saying which case failed. Before, the healthy rank died on gloo's
+    closed connection without naming it (and NCCL would have kept it waiting for the timeout)."""
+    fold = _copy_trained_fold(trained_example, tmp_path)
+    shutil.rmtree(fold / "validation")
+    roots = {**trained_example.roots, "results": tmp_path}
+    command = [sys.executable, str(HERE / "ddp_failing_case.py"), "example_004", "99", "0", "--val", "--device",
+               "cpu", "--set", "training.distributed_timeout_minutes=5", *root_flags(roots, "preprocessed", "results")]
+    port = str(_free_port())
+    ranks = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={
+        **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}) for rank in range(2)]
+    try:
+        errors = [rank.communicate(timeout=150)[1] for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    assert [rank.returncode for rank in ranks] == [1, 1], errors
+    for error in errors:
+        assert "final validation failed on example_004 (rank " in error and "made unreadable by the test" in error
+    assert not (fold / "validation" / "summary.json").exists()

@@ -67,6 +67,17 @@ def check_belongs(state: dict, path: Union[str, Path], dataset_name: str, plans_
                             f"(hash {ours[2]}). Train this fold afresh, or point at the matching plans.")
 
 
+def check_finite_weights(state: dict, path: Union[str, Path]) -> None:
+    """Refuse a network with NaN or infinite weights (a training run that diverged): every prediction
+    from it would be noise, arg-maxed into a plausible-looking label map."""
+    bad = [name for name, tensor in state["model"].items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise TranssegError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity (first: {bad[0]}); the "
+                            f"training diverged. Predict with another checkpoint (-chk best or latest) or fold, "
+                            f"or train again with a lower learning rate.")
+
+
 def checkpoint_file(fold_folder: Union[str, Path], which: str) -> Path:
     if which not in CHECKPOINT_NAMES:
         raise TranssegError(f"checkpoint '{which}' is not one of {sorted(CHECKPOINT_NAMES)}.")

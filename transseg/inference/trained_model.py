@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..checkpoint import CHECKPOINT_NAMES, check_belongs, checkpoint_file, chosen_folds, load_checkpoint, trained_folds
+from ..checkpoint import (CHECKPOINT_NAMES, check_belongs, check_finite_weights, checkpoint_file, chosen_folds,
+                          load_checkpoint, trained_folds)
 from ..model import ModelConfig, build_model
 from ..paths import TranssegError, canonical_dataset_name, parse_dataset_folder_name
 from ..planning.plans import Plans, load_plans
@@ -124,6 +125,7 @@ def load_trained_model(folder: Path, folds: Optional[Sequence[str]] = None, chec
         path = checkpoint_file(folder / f"fold_{fold}", checkpoint)
         state = load_checkpoint(path, mapped=True)
         check_belongs(state, path, plans.dataset_name, plans.plans_name, plans_hash)
+        check_finite_weights(state, path)
         network = _fold_network(state, device, model.folds[-1] if model.folds else None)
         model.folds.append(FoldModel(fold, path, int(state["step"]), network, state["model_config"]))
     return model

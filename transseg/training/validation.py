@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..inference.volume import InferenceSettings, VolumeModel, predict_chunks
+from ..paths import TranssegError
 from ..preprocessing import load_case, load_properties
 from .distributed import DistributedContext, all_gather_objects, share_cases
 
@@ -77,19 +78,38 @@ def predict_on_rank(network: torch.nn.Module, folder: Path, identifiers: Sequenc
     rank gets every case's result back (in ``identifiers`` order).
 
     The only collective is the gather at the end, reached by each rank after its own share, and
-    the shares are balanced by case size, so the wait there is the difference between shares.
+    the shares are balanced by case size, so the wait there is the difference between shares. A
+    case that fails stops its rank's share, but the rank still reaches the gather, carrying the
+    failure: every rank then raises the same error, naming the case and rank. Otherwise the other
+    ranks would wait there for the failed one (with NCCL until the process group's timeout; with
+    gloo they fail on a closed connection, naming nothing), since a launcher such as srun does not
+    stop the other ranks when one exits.
     """
     mine = share_cases(case_sizes(folder, identifiers), context)
     was_training = network.training
     network.eval()
+    results, failure = {}, None
     try:
-        results = {identifier: work(identifier)
-                   for identifier in tqdm(mine, desc=description, unit="case", leave=False,
-                                          disable=not context.is_main)}
+        for identifier in tqdm(mine, desc=description, unit="case", leave=False, disable=not context.is_main):
+            try:
+                results[identifier] = work(identifier)
+            except Exception as error:       # noqa: BLE001 -- reported on every rank after the gather
+                if not context.distributed:
+                    raise
+                failure = f"{identifier} (rank {context.rank}): {_describe(error)}"
+                break
     finally:
         network.train(was_training)
-    gathered = {k: v for part in all_gather_objects(context, results) for k, v in part.items()}
+    parts = all_gather_objects(context, (results, failure))
+    failures = [failed for _, failed in parts if failed is not None]
+    if failures:
+        raise TranssegError(f"{description} failed on {'; '.join(failures)}")
+    gathered = {k: v for part, _ in parts for k, v in part.items()}
     return {identifier: gathered[identifier] for identifier in identifiers}
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, TranssegError) else f"{type(error).__name__}: {error}"
 
 
 def validate(network: torch.nn.Module, *, spec, folder: Path, identifiers: Sequence[str], num_classes: int,
