@@ -87,7 +87,8 @@ def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-def _geometry_of(image: sitk.Image, num_channels: int, dtype: np.dtype) -> Geometry:
+def geometry_of(image: sitk.Image, num_channels: int, dtype: np.dtype) -> Geometry:
+    """The grid of a 3D image, or of a 4D MSD image whose fourth axis holds the channels."""
     dimension = image.GetDimension()
     if dimension == 3:
         spacing, origin, size = image.GetSpacing(), image.GetOrigin(), image.GetSize()
@@ -130,7 +131,7 @@ def read_image(path: PathLike, thorough: bool = False) -> tuple[np.ndarray, Geom
             array = np.moveaxis(array, -1, 0)
         elif image.GetDimension() == 3:
             array = array[None]
-        geometry = _geometry_of(image, array.shape[0], array.dtype)
+        geometry = geometry_of(image, array.shape[0], array.dtype)
     except ValueError as error:
         raise TranssegError(f"{path}: {error}.") from None
     refuse_non_finite(array, path)

@@ -263,8 +263,8 @@ def score_case(reference: PathLike, prediction: PathLike, labels: Mapping[int, s
     callers that score cases where they are made (each training rank its own validation cases) and
     merge them with :func:`summarise`."""
     declared = _foreground(labels)
-    job = _CaseJob(Path(reference), Path(prediction), tuple(declared), declared, float(tolerance_mm))
-    metrics = _evaluate_one(job)["metrics"]
+    reference_map, prediction_map, geometry = read_label_pair(Path(reference), Path(prediction))
+    metrics = evaluate_case(reference_map, prediction_map, geometry.spacing_zyx, tuple(declared), float(tolerance_mm))
     return {"reference": str(reference), "prediction": str(prediction),
             "metrics": {class_key(value, name): metrics.get(value, {**BOTH_EMPTY, "reference_voxels": 0,
                                                                    "prediction_voxels": 0})

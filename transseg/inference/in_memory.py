@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from ..devices import resolve_device
-from ..io import Geometry, _geometry_of, make_image, refuse_non_finite
+from ..io import Geometry, geometry_of, make_image, refuse_non_finite
 from ..paths import TranssegError
 from ..postprocessing import PostprocessingRules, load_postprocessing
 from ..preprocessing import preprocess_arrays
@@ -49,7 +49,7 @@ def image_arrays(image: ImageInput, name: str = "image") -> tuple[np.ndarray, Ge
         elif item.GetDimension() == 3:
             array = array[None]
         try:
-            geometries.append(_geometry_of(item, array.shape[0], array.dtype))
+            geometries.append(geometry_of(item, array.shape[0], array.dtype))
         except ValueError as error:
             raise TranssegError(f"{name} (channel image {index}): {error}.") from None
         if index and geometries[0].agrees_with(geometries[-1]):
