@@ -42,8 +42,9 @@ from transseg.inference.inputs import input_cases, preprocess_input
 from transseg.inference.batch import default_batch_size
 from transseg.inference.trained_model import load_trained_model
 from transseg.inference.heap import keep_freed_memory
-from transseg.inference.precision import autocast, autocast_dtype, channels_last_decoder
-from transseg.inference.volume import InferenceSettings, tile_starts, window_batch
+from transseg.inference.in_memory import Predictor
+from transseg.inference.precision import autocast
+from transseg.inference.volume import tile_starts, window_batch
 from transseg.inference.window_spec import PAD_VALUE
 
 
@@ -62,26 +63,24 @@ def network_inputs(windows: torch.Tensor, spec, step: float) -> list[torch.Tenso
             for y in tile_starts(windows.shape[-2], height, step) for x in tile_starts(windows.shape[-1], width, step)]
 
 
-def model_seconds(model, cases, device: torch.device, batch_size: int, precision: str = "fp32") -> tuple[float, int]:
-    """Seconds of network forward + softmax over every tile of every window of every case; the window count."""
-    dtype = autocast_dtype(precision, device)
-    if device.type == "cpu":             # as the Predictor sets its networks up (channels-last decoders in bf16)
-        for fold in model.folds:
-            channels_last_decoder(fold.model.network, dtype == torch.bfloat16)
+def model_seconds(predictor: Predictor, cases) -> tuple[float, int]:
+    """Seconds of network forward + softmax over every tile of every window of every case, with the networks
+    set up, batched and cast as the predictor runs them; the window count."""
+    device, settings = predictor.device, predictor.settings
     total, windows = 0.0, 0
     for case in cases:
-        data, _ = preprocess_input(case, model.plans.data)
-        for fold in model.folds:
-            for z0 in range(0, data.shape[1], batch_size):
-                batch = torch.from_numpy(window_batch(data, range(z0, min(data.shape[1], z0 + batch_size)),
-                                                      fold.model.spec)).to(device)
-                tiles = network_inputs(batch, fold.model.spec, InferenceSettings().tile_step)
+        data, _ = preprocess_input(case, predictor.model.plans.data)
+        for model in predictor.models:
+            for z0 in range(0, data.shape[1], settings.batch_size):
+                batch = torch.from_numpy(window_batch(data, range(z0, min(data.shape[1], z0 + settings.batch_size)),
+                                                      model.spec)).to(device)
+                tiles = network_inputs(batch, model.spec, settings.tile_step)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                with torch.no_grad(), autocast(device, dtype):
+                with torch.no_grad(), autocast(device, settings.autocast):
                     for tile in tiles:
-                        torch.softmax(fold.model.network(tile).float(), dim=1)
+                        torch.softmax(model.network(tile).float(), dim=1)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 total += time.perf_counter() - start
@@ -175,7 +174,8 @@ def main() -> None:
                                         interval=0.25, pss=False))
             measured[name][-1].update(logged_seconds(work / "predict.log"))
         for precision in passes:
-            seconds, windows = model_seconds(model, cases, device, batch, precision)
+            predictor = Predictor.from_trained_model(model, device, precision=precision, batch_size=batch)
+            seconds, windows = model_seconds(predictor, cases)
             passes[precision].append(seconds)
     runs = {name: sorted(results, key=lambda r: r["seconds"])[len(results) // 2] for name, results in measured.items()}
     spreads = {name: [round(r["seconds"], 1) for r in results] for name, results in measured.items()}
@@ -202,9 +202,10 @@ def main() -> None:
               f"peak tree RSS {gib(run_['peak_rss'])} (largest process {gib(run_['peak_single_rss'])})")
         cases_ratio = f" = {run_['cases'] / pure[precision]:.3f}x the model" if precision in pure else ""
         fixed = [round(r["seconds"] - r["model"] - r["cases"], 1) for r in measured[name]]
-        print(f"    of which: Python start-up, imports and exit {fixed[len(fixed) // 2]:.1f} s, loading the model "
-              f"{run_['model']:.2f} s, the cases {run_['cases']:.2f} s{cases_ratio} (runs: start-up and exit "
-              f"{fixed}, cases {[round(r['cases'], 1) for r in measured[name]]})")
+        start_up = run_["seconds"] - run_["model"] - run_["cases"]
+        print(f"    of which: Python start-up, imports and exit {start_up:.1f} s, "
+              f"loading the model {run_['model']:.2f} s, the cases {run_['cases']:.2f} s{cases_ratio} (runs: start-up "
+              f"and exit {fixed}, cases {[round(r['cases'], 1) for r in measured[name]]})")
     if "fp32" in precisions and "bf16" in precisions:
         same, total = voxel_agreement(output / "--precision_fp32_0", output / "--precision_bf16_0")
         speed = runs["--precision fp32"]["seconds"] / runs["--precision bf16"]["seconds"]

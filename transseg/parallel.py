@@ -31,14 +31,20 @@ class Outcome:
         return self.error is None
 
 
+def describe_failure(error: BaseException) -> str:
+    """One line for a case that failed: a TranssegError's own message (the user's to fix), else the
+    error's type and message, with the traceback in the debug log."""
+    if isinstance(error, TranssegError):
+        return str(error)
+    logger.debug("".join(traceback.format_exception(error)))
+    return f"{type(error).__name__}: {error}"
+
+
 def _call(function: Callable, argument: Any) -> tuple[Any, Optional[str]]:
     try:
         return function(argument), None
-    except TranssegError as error:
-        return None, str(error)
-    except Exception as error:  # reported per case; the traceback goes to the debug log
-        logger.debug("".join(traceback.format_exception(error)))
-        return None, f"{type(error).__name__}: {error}"
+    except Exception as error:  # reported per case
+        return None, describe_failure(error)
 
 
 def run_cases(function: Callable[[Any], Any], named_arguments: Iterable[tuple[str, Any]],

@@ -87,7 +87,6 @@ def run_cli(body: Callable[[argparse.Namespace], object], parser: argparse.Argum
     return 0
 
 
-
 def exit_without_teardown(main: Callable[[], int]) -> Callable[[], NoReturn]:
     """A console script's entry point that runs ``main`` and ends the process as soon as it returns.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from .common import NON_NEGATIVE_INT, POSITIVE_INT, add_root_arguments, add_verbosity, exit_without_teardown, run_cli
+from .common import (NON_NEGATIVE_INT, POSITIVE_INT, add_root_arguments, add_verbosity, exit_without_teardown,
+                     run_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

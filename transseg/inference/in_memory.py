@@ -98,11 +98,10 @@ class Predictor:
                            postprocessing: Optional[PostprocessingRules] = None, compile: bool = False,
                            **options) -> "Predictor":
         """``compile``: torch.compile each fold's network (minutes of warm-up; documentation/inference.md, CPU only)."""
-        if device.type == "cpu":
-            set_cpu_threads()
         batch = batch_size or default_batch_size(model.plans, device)
         settings = replace(InferenceSettings.on(device, batch, tta, precision), **options)
         if device.type == "cpu":          # channels-last decoders: faster in bf16 there, slower in fp32 (precision)
+            set_cpu_threads()
             for fold in model.folds:
                 channels_last_decoder(fold.model.network, settings.autocast == torch.bfloat16)
         if compile:

@@ -6,15 +6,14 @@ overlap: ``num_preprocess`` worker processes read and preprocess the next cases 
 own ``preprocess_case``), the main thread runs the networks (and, streaming, turns each chunk of
 slices into classes: see ``case``), and ``num_export`` threads (0: the main thread, between cases)
 restore and write finished cases (preprocessing's own inverse). Queues are bounded, so at most a
-few cases are in memory at once. Each output appears complete or not at all; a failing case is reported by name
-while the others finish.
+few cases are in memory at once. Each output appears complete or not at all; a failing case is
+reported by name while the others finish.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import time
-import traceback
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from ..dataset import CaseFiles
 from ..files import remove_stale_temporaries
+from ..parallel import describe_failure
 from ..paths import TranssegError
 from .case import export_case
 from .in_memory import Predictor
@@ -76,13 +76,6 @@ class PredictionReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0               # from the first case read to the last output written
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, TranssegError):
-        return str(error)
-    logger.debug("".join(traceback.format_exception(error)))
-    return f"{type(error).__name__}: {error}"
 
 
 class _CasePreprocessing:
@@ -175,7 +168,7 @@ def predict_cases(predictor: Predictor, cases: list[CaseFiles], output: Path,
     overall = tqdm(total=len(todo), desc="predicting", unit="case", disable=not todo)
 
     def failed(case: CaseFiles, error: BaseException) -> None:
-        report.failed[case.identifier] = _describe(error)
+        report.failed[case.identifier] = describe_failure(error)
         logger.error("%s: %s", case.identifier, report.failed[case.identifier])
 
     def collect_export(case: CaseFiles, future: Future) -> None:

@@ -23,8 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..devices import resolve_device
-from ..devices import usable_cpus
+from ..devices import resolve_device, usable_cpus
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..inference.volume import InferenceSettings, VolumeModel, predict_chunks
+from ..parallel import describe_failure
 from ..paths import TranssegError
 from ..preprocessing import load_case, load_properties
 from .distributed import DistributedContext, all_gather_objects, share_cases
@@ -96,7 +97,7 @@ def predict_on_rank(network: torch.nn.Module, folder: Path, identifiers: Sequenc
             except Exception as error:       # noqa: BLE001 -- reported on every rank after the gather
                 if not context.distributed:
                     raise
-                failure = f"{identifier} (rank {context.rank}): {_describe(error)}"
+                failure = f"{identifier} (rank {context.rank}): {describe_failure(error)}"
                 break
     finally:
         network.train(was_training)
@@ -106,10 +107,6 @@ def predict_on_rank(network: torch.nn.Module, folder: Path, identifiers: Sequenc
         raise TranssegError(f"{description} failed on {'; '.join(failures)}")
     gathered = {k: v for part, _ in parts for k, v in part.items()}
     return {identifier: gathered[identifier] for identifier in identifiers}
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, TranssegError) else f"{type(error).__name__}: {error}"
 
 
 def validate(network: torch.nn.Module, *, spec, folder: Path, identifiers: Sequence[str], num_classes: int,
